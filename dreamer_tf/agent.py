@@ -1,0 +1,259 @@
+"""The DreamerV3 agent: one model, one scalar loss, one optimizer (paper, Algorithm 1).
+
+    agent = Agent(env.obs_space, env.act_space, config)
+    state = agent.init_policy(num_envs)
+    actions, state, extra = agent.policy(obs, state)          # numpy in, numpy out
+    metrics, replay_updates = agent.train(replay.sample(16))  # one update
+
+Stop-gradients, not separate optimizers, keep the parts apart: the world model
+trains on its prediction and KL losses (and the replay value loss), the actor
+on imagined advantages, the critic on imagined and replayed λ-returns.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import keras
+import numpy as np
+from keras import ops
+
+from dreamer_tf import steps
+from dreamer_tf.behavior import ActorCritic
+from dreamer_tf.distributions import gumbel
+from dreamer_tf.nets import split_obs_keys
+from dreamer_tf.optim import make_optimizer
+from dreamer_tf.spaces import Space
+from dreamer_tf.world_model import WorldModel, concat_actions
+
+sg = ops.stop_gradient
+
+
+class DreamerModel(keras.layers.Layer):
+    """All networks and running statistics of the agent, plus the two pure step functions."""
+
+    def __init__(self, obs_space: dict[str, Space], act_space: dict[str, Space], config, seed: int, **kw):
+        super().__init__(**kw)
+        self.obs_space, self.act_space, self.config = obs_space, act_space, config
+        agent = config.agent
+        policy = self.dtype_policy
+        self.wm = WorldModel(obs_space, act_space, agent, name="wm", dtype=policy)
+        self.ac = ActorCritic(self.wm.rssm.feat_size, act_space, agent, name="ac", dtype=policy)
+        self.seeds = keras.random.SeedGenerator(seed, name="seeds")
+        self.keys = {k for k in obs_space if not k.startswith("log/")}
+        vec, img = split_obs_keys(obs_space)
+        self.scales = dict(agent.loss_scales)
+        rec = self.scales.pop("rec")
+        self.scales.update({k: rec for k in vec + img})
+        if not agent.repval_loss:
+            self.scales.pop("repval")
+
+    # ------------------------------------------------------------------ policy
+
+    def initial_carry(self, batch_size: int) -> tuple:
+        rssm = self.wm.rssm
+        return (
+            ops.zeros((batch_size, rssm.deter), "float32"),
+            ops.zeros((batch_size, rssm.stoch, rssm.classes), "float32"),
+            ops.zeros((batch_size, sum(s.classes if s.discrete else math.prod(s.shape)
+                                       for s in self.act_space.values())), "float32"),
+        )  # fmt: skip
+
+    def policy_step(self, obs: dict, carry: tuple, sample: bool = True):
+        """Observe one step of every environment and act. Pure apart from the seed generator."""
+        deter, stoch, prev_action = carry
+        rssm = self.wm.rssm
+        n = obs["is_first"].shape[0]
+        tokens = self.wm.encoder({k: obs[k] for k in self.wm.encoder.veckeys + self.wm.encoder.imgkeys})
+        noise = gumbel((n, rssm.stoch, rssm.classes), self.seeds)
+        deter, stoch, _ = rssm.obs_step(
+            ops.cast(deter, self.compute_dtype), stoch, prev_action, tokens, obs["is_first"], noise
+        )
+        feat = self.wm.feat(deter, stoch)
+        actions, vector = self.ac.act(feat, self.ac.draw_noise((n,), self.seeds), "sample" if sample else "mode")
+        for key, space in self.act_space.items():
+            if not space.discrete:
+                actions[key] = ops.clip(actions[key], -1.0, 1.0)
+        vector = self._clip_vector(vector)
+        extra = {"dyn/deter": ops.cast(deter, "float32"), "dyn/stoch": ops.argmax(stoch, -1)}
+        carry = (ops.cast(deter, "float32"), stoch, vector)
+        return actions, carry, extra
+
+    def _clip_vector(self, vector):
+        parts, offset = [], 0
+        for key in sorted(self.act_space):
+            space = self.act_space[key]
+            size = space.classes if space.discrete else math.prod(space.shape)
+            part = vector[..., offset : offset + size]
+            parts.append(part if space.discrete else ops.clip(part, -1.0, 1.0))
+            offset += size
+        return ops.concatenate(parts, -1)
+
+    # ------------------------------------------------------------------ training
+
+    def train_loss(self, data: dict, training: bool = True):
+        """The single scalar loss of Algorithm 1 on a replayed batch (B, C + T, ...).
+
+        The first C = ``replay_context`` steps only provide the starting latent state
+        (stored by the policy or a previous update) and the action that followed it.
+        Returns ``loss, (metrics, replay_updates)``.
+        """
+        cfg = self.config
+        agent = cfg.agent
+        rssm = self.wm.rssm
+        C = cfg.replay_context
+        B, CT = data["is_first"].shape
+        T = CT - C
+        act_vec = concat_actions({k: data[k] for k in self.act_space}, self.act_space)
+        if C:
+            deter = data["dyn/deter"][:, C - 1]
+            stoch = ops.one_hot(ops.cast(data["dyn/stoch"][:, C - 1], "int32"), rssm.classes)
+            prev = act_vec[:, C - 1 : -1]
+        else:
+            deter, stoch, _ = self.initial_carry(B)
+            prev = ops.concatenate([ops.zeros_like(act_vec[:, :1]), act_vec[:, :-1]], 1)
+        obs = {k: data[k][:, C:] for k in self.keys}
+        noise = gumbel((B, T, rssm.stoch, rssm.classes), self.seeds)
+        losses, states, metrics = self.wm.loss(obs, prev, ops.cast(deter, self.compute_dtype), stoch, noise)
+
+        # Imagination from every posterior state of the batch (N = B·T starts).
+        N, H = B * T, agent.imag_length
+        start_deter = ops.reshape(states["deter"], (N, rssm.deter))
+        start_stoch = ops.reshape(states["stoch"], (N, rssm.stoch, rssm.classes))
+        if not agent.ac_grads:
+            start_deter, start_stoch = sg(start_deter), sg(start_stoch)
+        img_noise = {
+            "stoch": gumbel((H, N, rssm.stoch, rssm.classes), self.seeds),
+            "action": self.ac.draw_noise((H + 1, N), self.seeds),
+        }
+        policy_fn = lambda feat, eps: self._clip_vector(self.ac.act(feat, eps)[1])  # noqa: E731
+        deters, stochs, actions = self.wm.imagine(start_deter, start_stoch, policy_fn, H, img_noise)
+        feat = self.wm.feat(deters, stochs)
+        if agent.ac_grads:
+            feat = ops.concatenate([feat[:, :1], sg(feat[:, 1:])], 1)
+        else:
+            feat = sg(feat)
+        rew = sg(self.wm.reward(feat).pred())
+        con = sg(self.wm.cont(feat).prob())
+        img_losses, ret, img_metrics = self.ac.imag_loss(feat, actions, rew, con, training)
+        for key, value in img_losses.items():
+            losses[key] = ops.reshape(ops.mean(value, 1), (B, T))
+        metrics.update(img_metrics)
+
+        if agent.repval_loss:
+            rep_feat = self.wm.feat(states["deter"], states["stoch"])
+            if not agent.repval_grad:
+                rep_feat = sg(rep_feat)
+            boot = ops.reshape(ret[:, 0], (B, T))
+            last = ops.cast(obs["is_last"], "float32")
+            term = ops.cast(obs["is_terminal"], "float32")
+            losses.update(self.ac.repl_loss(rep_feat, last, term, ops.cast(obs["reward"], "float32"), boot, training))
+
+        missing = set(losses) ^ set(self.scales)
+        assert not missing, f"losses {sorted(losses)} do not match scales {sorted(self.scales)}"
+        loss = sum(ops.mean(value) * self.scales[key] for key, value in losses.items())
+        metrics.update({f"loss/{key}": ops.mean(value) for key, value in losses.items()})
+        updates = {}
+        if C:
+            updates = {
+                "stepid": data["stepid"][:, C:],
+                "dyn/deter": ops.cast(states["deter"], "float32"),
+                "dyn/stoch": ops.argmax(states["stoch"], -1),
+            }
+        return loss, (metrics, updates)
+
+
+class Agent:
+    """DreamerV3 implementing the ``dreamer_tf.core.Agent`` protocol."""
+
+    def __init__(self, obs_space: dict[str, Space], act_space: dict[str, Space], config) -> None:
+        act_space = {k: v for k, v in act_space.items() if k != "reset"}
+        self.obs_space, self.act_space, self.config = obs_space, act_space, config
+        for key, space in act_space.items():
+            if not space.discrete and not (np.all(space.low == -1) and np.all(space.high == 1)):
+                raise ValueError(
+                    f"Continuous action '{key}' must be normalised to [-1, 1], got {space}. "
+                    "Wrap the environment so its actions are rescaled (dreamer_tf.envs.gym does this)."
+                )
+        self.precision = steps.resolve_precision(config.precision)
+        policy = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}[self.precision]
+        self.model = DreamerModel(obs_space, act_space, config, seed=config.seed, name="dreamer",
+                                  dtype=keras.DTypePolicy(policy))  # fmt: skip
+        self.optimizer = make_optimizer(config.agent.opt, loss_scale=self.precision == "float16")
+        self.runner = steps.make_runner(self.model, self.optimizer, jit=config.jit, xla=config.xla)
+        self._rng = np.random.default_rng(config.seed)
+
+    @property
+    def param_count(self) -> int:
+        return int(sum(math.prod(v.shape) for v in self.model.trainable_variables))
+
+    def param_summary(self) -> str:
+        lines = [f"DreamerV3 with {self.param_count:,} trainable parameters:"]
+        for name, layer in [("encoder", self.model.wm.encoder), ("rssm", self.model.wm.rssm),
+                            ("decoder", self.model.wm.decoder), ("reward", self.model.wm.reward),
+                            ("continue", self.model.wm.cont), ("value", self.model.ac.value)]:  # fmt: skip
+            lines.append(f"{sum(math.prod(v.shape) for v in layer.trainable_variables):>14,} {name}")
+        actor = sum(math.prod(v.shape) for head in self.model.ac.actor.values() for v in head.trainable_variables)
+        lines.append(f"{actor:>14,} actor")
+        return "\n".join(lines)
+
+    def init_policy(self, batch_size: int) -> Any:
+        return tuple(np.asarray(x) for x in self.model.initial_carry(batch_size))
+
+    def policy(self, obs: dict, state: Any, mode: str = "train") -> tuple[dict, Any, dict]:
+        n = len(obs["is_first"])
+        if mode == "random":
+            actions = {k: np.stack([s.sample(self._rng) for _ in range(n)]) for k, s in self.act_space.items()}
+            return actions, state, {}
+        inputs = {}
+        for key in self.model.keys:
+            value = np.asarray(obs[key])
+            space = self.obs_space[key]
+            if value.shape[1:] != space.shape:
+                raise ValueError(
+                    f"Observation '{key}' has shape {value.shape[1:]} per environment but its space "
+                    f"declares {space.shape} ({space})."
+                )
+            if value.dtype != space.dtype and not (value.dtype.kind == space.dtype.kind != "u"):
+                raise ValueError(f"Observation '{key}' has dtype {value.dtype} but its space declares {space}.")
+            inputs[key] = value
+        actions, state, extra = self.runner.policy(inputs, state)
+        actions = {k: v.astype(self.act_space[k].dtype) for k, v in actions.items()}
+        return actions, state, extra
+
+    def train(self, batch: dict) -> tuple[dict[str, float], dict]:
+        keys = set(self.model.keys) | set(self.act_space)
+        if self.config.replay_context:
+            keys |= {"dyn/deter", "dyn/stoch", "stepid"}
+        missing = keys - set(batch)
+        if missing:
+            raise ValueError(f"Training batch lacks keys {sorted(missing)}; it has {sorted(batch)}.")
+        data = {k: batch[k] for k in keys}
+        return self.runner.train(data)
+
+    def save(self) -> dict[str, Any]:
+        self.runner.sync()
+        return {
+            "model": [np.asarray(v) for v in self.model.variables],
+            "optimizer": [np.asarray(v) for v in self.optimizer.variables],
+            "rng": self._rng.bit_generator.state,
+        }
+
+    def load(self, state: dict[str, Any]) -> None:
+        for name, variables in (("model", self.model.variables), ("optimizer", self.optimizer.variables)):
+            values = state[name]
+            if len(values) != len(variables):
+                raise ValueError(
+                    f"Checkpoint {name} has {len(values)} arrays but the agent has {len(variables)}; "
+                    "was it written with a different config?"
+                )
+            for var, value in zip(variables, values):
+                if tuple(var.shape) != tuple(np.shape(value)):
+                    raise ValueError(
+                        f"Checkpoint {name} variable {var.path} has shape {np.shape(value)}, "
+                        f"the agent expects {tuple(var.shape)}; was it written with a different config?"
+                    )
+                var.assign(value)
+        self._rng.bit_generator.state = state["rng"]
+        self.runner.reload()

@@ -1,0 +1,46 @@
+"""Environment registry: ``make(task, config)`` for every domain.
+
+Task names are ``<domain>_<task>`` as in the published DreamerV3 data, for
+example ``atari_pong``, ``dmc_walker_walk``, ``bsuite_catch/0``,
+``crafter_reward``. Each domain module is imported only when used, so a
+missing optional package only matters for its own domain.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from typing import Any
+
+from dreamer_tf.envs.base import Env
+
+# domain -> (module, factory). The factory is called as factory(task, config) where ``task`` is
+# the part after "<domain>_" and returns an Env.
+DOMAINS: dict[str, tuple[str, str]] = {
+    "dummy": ("dreamer_tf.envs.dummy", "make"),
+    "gym": ("dreamer_tf.envs.gym", "make"),
+}
+
+
+class UnknownTaskError(ValueError):
+    pass
+
+
+def split_task(task: str) -> tuple[str, str]:
+    """``"dmc_walker_walk"`` -> ``("dmc", "walker_walk")``; the longest known domain prefix wins."""
+    for domain in sorted(DOMAINS, key=len, reverse=True):
+        if task == domain or task.startswith(domain + "_"):
+            return domain, task[len(domain) + 1 :]
+    close = difflib.get_close_matches(task.split("_")[0], list(DOMAINS), n=3, cutoff=0.3)
+    hint = f" Did you mean the domain {', '.join(close)}?" if close else ""
+    raise UnknownTaskError(
+        f"Unknown task '{task}': tasks are named <domain>_<task>.{hint} "
+        f"Domains: {', '.join(sorted(DOMAINS))}. List all tasks with: python -m dreamer_tf.envs --list"
+    )
+
+
+def make(task: str, config: Any) -> Env:
+    """Create the environment for ``task`` using the ``config.env.<domain>`` settings."""
+    domain, name = split_task(task)
+    module, factory = DOMAINS[domain]
+    return getattr(importlib.import_module(module), factory)(name, config)

@@ -1,0 +1,410 @@
+"""Network building blocks: layers, encoder, decoder and output heads, in Keras 3.
+
+Every layer is told its input size when it is constructed, so all weights exist
+before the first call: parameter counts are known up front and no variable is
+ever created inside a compiled loop (``keras.ops.scan`` / ``jax.jit``).
+Parameters are float32; layers compute in their dtype policy's compute dtype
+(bfloat16 or float16 under mixed precision).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import keras
+import numpy as np
+from keras import ops
+
+from dreamer_tf import distributions as dists
+from dreamer_tf import ops as dops
+from dreamer_tf.spaces import Space
+
+
+def activation(name: str):
+    if name == "none":
+        return lambda x: x
+    return getattr(keras.activations, name)
+
+
+class FanInInit(keras.initializers.Initializer):
+    """Truncated normal (±2σ) scaled to unit variance per fan-in, times ``scale``.
+
+    1.1368 undoes the variance lost by truncation at two standard deviations.
+    ``fan_in`` is given explicitly because block-diagonal kernels count the whole
+    input width, as the official code does.
+    """
+
+    def __init__(self, fan_in: int, scale: float = 1.0) -> None:
+        self.fan_in = fan_in
+        self.scale = scale
+
+    def __call__(self, shape, dtype=None):
+        if self.scale == 0.0:
+            return ops.zeros(shape, dtype or "float32")
+        std = 1.1368 * math.sqrt(1.0 / self.fan_in) * self.scale
+        return keras.random.truncated_normal(shape, stddev=1.0, dtype=dtype) * std
+
+    def get_config(self) -> dict:
+        return {"fan_in": self.fan_in, "scale": self.scale}
+
+
+class Linear(keras.layers.Layer):
+    def __init__(self, inputs: int, units: int, outscale: float = 1.0, bias: bool = True, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.inputs, self.units = inputs, units
+        self.kernel = self.add_weight(
+            shape=(inputs, units), initializer=FanInInit(inputs, outscale), name="kernel"
+        )
+        self.bias = self.add_weight(shape=(units,), initializer="zeros", name="bias") if bias else None
+
+    def call(self, x):
+        assert x.shape[-1] == self.inputs, (self.name, x.shape, self.inputs)
+        x = ops.cast(x, self.compute_dtype)
+        x = ops.matmul(x, ops.cast(self.kernel, self.compute_dtype))
+        if self.bias is not None:
+            x = x + ops.cast(self.bias, self.compute_dtype)
+        return x
+
+
+class BlockLinear(keras.layers.Layer):
+    """Block-diagonal linear map: ``blocks`` independent dense maps of width/blocks each."""
+
+    def __init__(self, inputs: int, units: int, blocks: int, **kwargs) -> None:
+        super().__init__(**kwargs)
+        assert inputs % blocks == 0 and units % blocks == 0, (inputs, units, blocks)
+        self.inputs, self.units, self.blocks = inputs, units, blocks
+        self.kernel = self.add_weight(
+            shape=(blocks, inputs // blocks, units // blocks), initializer=FanInInit(inputs), name="kernel"
+        )
+        self.bias = self.add_weight(shape=(units,), initializer="zeros", name="bias")
+
+    def call(self, x):
+        assert x.shape[-1] == self.inputs, (self.name, x.shape, self.inputs)
+        x = ops.cast(x, self.compute_dtype)
+        lead = x.shape[:-1]
+        x = ops.reshape(x, (-1, self.blocks, self.inputs // self.blocks))
+        x = ops.einsum("nki,kio->nko", x, ops.cast(self.kernel, self.compute_dtype))
+        x = ops.reshape(x, (*lead, self.units)) if None not in lead else ops.reshape(x, (-1, self.units))
+        return x + ops.cast(self.bias, self.compute_dtype)
+
+
+class Conv2D(keras.layers.Layer):
+    def __init__(self, inputs: int, depth: int, kernel: int, outscale: float = 1.0, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.inputs, self.depth = inputs, depth
+        self.kernel = self.add_weight(
+            shape=(kernel, kernel, inputs, depth),
+            initializer=FanInInit(kernel * kernel * inputs, outscale),
+            name="kernel",
+        )
+        self.bias = self.add_weight(shape=(depth,), initializer="zeros", name="bias")
+
+    def call(self, x):
+        assert x.shape[-1] == self.inputs, (self.name, x.shape, self.inputs)
+        x = ops.cast(x, self.compute_dtype)
+        x = ops.conv(x, ops.cast(self.kernel, self.compute_dtype), strides=1, padding="same")
+        return x + ops.cast(self.bias, self.compute_dtype)
+
+
+class RMSNorm(keras.layers.Layer):
+    """RMS normalisation over the last axis, computed in float32, with a learned scale."""
+
+    def __init__(self, units: int, eps: float = 1e-4, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.eps = eps
+        self.scale = self.add_weight(shape=(units,), initializer="ones", name="scale")
+
+    def call(self, x):
+        dtype = x.dtype
+        x = ops.cast(x, "float32")
+        x = x * ops.rsqrt(ops.mean(ops.square(x), -1, keepdims=True) + self.eps) * self.scale
+        return ops.cast(x, dtype)
+
+
+def make_norm(kind: str, units: int, name: str, dtype) -> keras.layers.Layer | None:
+    if kind == "none":
+        return None
+    if kind == "rms":
+        return RMSNorm(units, name=name, dtype=dtype)
+    raise ValueError(f"Unknown norm '{kind}'; valid: rms, none.")
+
+
+class Dense(keras.layers.Layer):
+    """Linear → norm → activation, the unit every MLP in DreamerV3 is made of."""
+
+    def __init__(self, inputs: int, units: int, act: str = "silu", norm: str = "rms", **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.linear = Linear(inputs, units, name="linear", dtype=self.dtype_policy)
+        self.norm = make_norm(norm, units, "norm", self.dtype_policy)
+        self.act = activation(act)
+
+    def call(self, x):
+        x = self.linear(x)
+        if self.norm is not None:
+            x = self.norm(x)
+        return self.act(x)
+
+
+class MLP(keras.layers.Layer):
+    def __init__(self, inputs: int, layers: int, units: int, act: str = "silu", norm: str = "rms", **kwargs):
+        super().__init__(**kwargs)
+        sizes = [inputs] + [units] * layers
+        self.layers_ = [
+            Dense(sizes[i], units, act, norm, name=f"dense{i}", dtype=self.dtype_policy) for i in range(layers)
+        ]
+        self.outputs = sizes[-1]
+
+    def call(self, x):
+        for layer in self.layers_:
+            x = layer(x)
+        return x
+
+
+def split_obs_keys(obs_space: dict[str, Space]) -> tuple[list[str], list[str]]:
+    """Vector keys (rank ≤ 2, flattened) and image keys (uint8 rank 3), excluding the reserved keys."""
+    reserved = ("reward", "is_first", "is_last", "is_terminal")
+    vec, img = [], []
+    for key in sorted(obs_space):
+        space = obs_space[key]
+        if key in reserved or key.startswith("log/"):
+            continue
+        if space.is_image:
+            img.append(key)
+        elif len(space.shape) <= 2:
+            vec.append(key)
+        else:
+            raise ValueError(
+                f"Observation '{key}' with {space} is neither a vector (rank <= 2) nor a uint8 image (H, W, C)."
+            )
+    return vec, img
+
+
+class Encoder(keras.layers.Layer):
+    """Observations → tokens: an MLP over symlog'd vectors and a CNN over images, concatenated."""
+
+    def __init__(
+        self,
+        obs_space: dict[str, Space],
+        depth: int,
+        mults: Sequence[int],
+        layers: int,
+        units: int,
+        act: str,
+        norm: str,
+        symlog: bool,
+        kernel: int,
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.obs_space = obs_space
+        self.veckeys, self.imgkeys = split_obs_keys(obs_space)
+        assert self.veckeys or self.imgkeys, f"No observation to encode in {obs_space}"
+        self.symlog = symlog
+        self.outputs = 0
+        policy = self.dtype_policy
+        if self.veckeys:
+            size = sum(math.prod(obs_space[k].shape) for k in self.veckeys)
+            self.mlp = MLP(size, layers, units, act, norm, name="mlp", dtype=policy)
+            self.outputs += units
+        if self.imgkeys:
+            shapes = {obs_space[k].shape[:2] for k in self.imgkeys}
+            assert len(shapes) == 1, f"Image observations must share height and width: {shapes}"
+            (height, width) = shapes.pop()
+            channels = sum(obs_space[k].shape[-1] for k in self.imgkeys)
+            self.convs, self.conv_norms = [], []
+            for i, mult in enumerate(mults):
+                self.convs.append(Conv2D(channels, depth * mult, kernel, name=f"conv{i}", dtype=policy))
+                self.conv_norms.append(make_norm(norm, depth * mult, f"conv{i}norm", policy))
+                channels = depth * mult
+                height, width = height // 2, width // 2
+            assert 3 <= height <= 16 and 3 <= width <= 16, (
+                f"Images of {obs_space[self.imgkeys[0]].shape} shrink to {height}x{width} after "
+                f"{len(mults)} poolings; use 64x64 or 96x96 images."
+            )
+            self.outputs += height * width * channels
+        self.act = activation(act)
+
+    def call(self, obs: dict):
+        """``obs`` values have shape (N, *space.shape); returns (N, outputs)."""
+        outs = []
+        if self.veckeys:
+            parts = []
+            for key in self.veckeys:
+                x = ops.cast(obs[key], "float32")
+                x = ops.reshape(x, (-1, math.prod(self.obs_space[key].shape)))
+                parts.append(dops.symlog(x) if self.symlog else x)
+            outs.append(self.mlp(ops.concatenate(parts, -1)))
+        if self.imgkeys:
+            x = ops.concatenate([ops.cast(obs[k], "float32") for k in self.imgkeys], -1)
+            x = ops.cast(x / 255.0 - 0.5, self.compute_dtype)
+            for conv, norm in zip(self.convs, self.conv_norms):
+                x = conv(x)
+                x = ops.max_pool(x, pool_size=2, strides=2, padding="valid")
+                if norm is not None:
+                    x = norm(x)
+                x = self.act(x)
+            outs.append(ops.reshape(x, (x.shape[0] if x.shape[0] is not None else -1, -1)))
+        return ops.concatenate([ops.cast(x, self.compute_dtype) for x in outs], -1)
+
+
+class Decoder(keras.layers.Layer):
+    """Latent features → reconstructions: symlog-MSE for vectors, sigmoid-MSE for images."""
+
+    def __init__(
+        self,
+        obs_space: dict[str, Space],
+        deter: int,
+        stoch: int,
+        depth: int,
+        mults: Sequence[int],
+        layers: int,
+        units: int,
+        act: str,
+        norm: str,
+        outscale: float,
+        kernel: int,
+        bspace: int,
+        symlog: bool,
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.obs_space = obs_space
+        self.veckeys, self.imgkeys = split_obs_keys(obs_space)
+        self.symlog = symlog
+        self.deter, self.stoch = deter, stoch
+        policy = self.dtype_policy
+        self.act = activation(act)
+        if self.veckeys:
+            self.mlp = MLP(deter + stoch, layers, units, act, norm, name="mlp", dtype=policy)
+            self.vec_out = {
+                k: Linear(units, math.prod(obs_space[k].shape), outscale, name=f"out_{k}", dtype=policy)
+                for k in self.veckeys
+            }
+        if self.imgkeys:
+            height, width = obs_space[self.imgkeys[0]].shape[:2]
+            self.img_channels = [obs_space[k].shape[-1] for k in self.imgkeys]
+            depths = [depth * m for m in mults]
+            factor = 2 ** len(depths)
+            self.minres = (height // factor, width // factor)
+            self.bspace = bspace
+            self.space_units = self.minres[0] * self.minres[1] * depths[-1]
+            if bspace:
+                # Deter feeds a block-diagonal map into the spatial grid (cheap for large deter);
+                # stoch goes through a small MLP; the two are summed (official "bspace" decoder).
+                self.sp0 = BlockLinear(deter, self.space_units, bspace, name="sp0", dtype=policy)
+                self.sp1 = Dense(stoch, 2 * units, act, norm, name="sp1", dtype=policy)
+                self.sp2 = Linear(2 * units, self.space_units, name="sp2", dtype=policy)
+            else:
+                self.space = Linear(deter + stoch, self.space_units, name="space", dtype=policy)
+            self.space_norm = make_norm(norm, depths[-1], "spacenorm", policy)
+            self.convs, self.conv_norms = [], []
+            channels = depths[-1]
+            for i in reversed(range(len(depths) - 1)):
+                self.convs.append(Conv2D(channels, depths[i], kernel, name=f"conv{i}", dtype=policy))
+                self.conv_norms.append(make_norm(norm, depths[i], f"conv{i}norm", policy))
+                channels = depths[i]
+            self.img_out = Conv2D(channels, sum(self.img_channels), kernel, outscale, name="imgout", dtype=policy)
+            self.last_depth = depths[-1]
+
+    def call(self, deter, stoch) -> dict:
+        """``deter`` (N, deter) and flat ``stoch`` (N, stoch·classes); returns a distribution per key."""
+        out = {}
+        if self.veckeys:
+            x = self.mlp(ops.concatenate([ops.cast(stoch, self.compute_dtype), deter], -1))
+            for key in self.veckeys:
+                pred = self.vec_out[key](x)
+                pred = ops.reshape(pred, (-1, *self.obs_space[key].shape))
+                out[key] = dists.MSE(pred, symlog=self.symlog)
+        if self.imgkeys:
+            h, w = self.minres
+            if self.bspace:
+                g = self.bspace
+                x0 = self.sp0(deter)
+                x0 = ops.reshape(x0, (-1, g, h, w, self.last_depth // g))
+                x0 = ops.reshape(ops.transpose(x0, (0, 2, 3, 1, 4)), (-1, h, w, self.last_depth))
+                x1 = ops.reshape(self.sp2(self.sp1(stoch)), (-1, h, w, self.last_depth))
+                x = x0 + x1
+            else:
+                x = self.space(ops.concatenate([deter, ops.cast(stoch, self.compute_dtype)], -1))
+                x = ops.reshape(x, (-1, h, w, self.last_depth))
+            if self.space_norm is not None:
+                x = self.space_norm(x)
+            x = self.act(x)
+            for conv, norm in zip(self.convs, self.conv_norms):
+                x = ops.repeat(ops.repeat(x, 2, axis=1), 2, axis=2)
+                x = conv(x)
+                if norm is not None:
+                    x = norm(x)
+                x = self.act(x)
+            x = ops.repeat(ops.repeat(x, 2, axis=1), 2, axis=2)
+            x = ops.sigmoid(ops.cast(self.img_out(x), "float32"))
+            splits = np.cumsum(self.img_channels)[:-1].tolist()
+            parts = ops.split(x, splits, axis=-1) if splits else [x]
+            for key, part in zip(self.imgkeys, parts):
+                out[key] = dists.MSE(part)
+        return out
+
+
+class Head(keras.layers.Layer):
+    """MLP followed by an output distribution.
+
+    ``output`` is one of ``symexp_twohot`` (reward, critic), ``mse``,
+    ``symlog_mse``, ``binary`` (continue), ``categorical`` (discrete actor) or
+    ``bounded_normal`` (continuous actor).
+    """
+
+    def __init__(
+        self,
+        inputs: int,
+        output: str,
+        shape: tuple[int, ...] = (),
+        layers: int = 1,
+        units: int = 1024,
+        act: str = "silu",
+        norm: str = "rms",
+        outscale: float = 1.0,
+        bins: int = 255,
+        classes: int = 0,
+        unimix: float = 0.0,
+        minstd: float = 0.1,
+        maxstd: float = 1.0,
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        policy = self.dtype_policy
+        self.output_kind = output
+        self.shape = shape
+        self.mlp = MLP(inputs, layers, units, act, norm, name="mlp", dtype=policy)
+        size = units if layers else inputs
+        self.unimix, self.minstd, self.maxstd = unimix, minstd, maxstd
+        if output == "symexp_twohot":
+            self.bins = dops.symexp_bins(bins)
+            self.out = Linear(size, bins, outscale, name="logits", dtype=policy)
+        elif output in ("mse", "symlog_mse", "binary"):
+            self.out = Linear(size, 1, outscale, name="out", dtype=policy)
+        elif output == "categorical":
+            assert classes > 1, classes
+            self.out = Linear(size, classes, outscale, name="logits", dtype=policy)
+        elif output == "bounded_normal":
+            dims = math.prod(shape)
+            self.out = Linear(size, dims, outscale, name="mean", dtype=policy)
+            self.out_std = Linear(size, dims, outscale, name="std", dtype=policy)
+        else:
+            raise ValueError(
+                f"Unknown head output '{output}'; valid: symexp_twohot, mse, symlog_mse, binary, "
+                "categorical, bounded_normal."
+            )
+
+    def call(self, x):
+        x = self.mlp(x)
+        kind = self.output_kind
+        if kind == "symexp_twohot":
+            return dists.TwoHot(self.out(x), self.bins)
+        if kind in ("mse", "symlog_mse"):
+            return dists.MSE(self.out(x)[..., 0], symlog=kind == "symlog_mse")
+        if kind == "binary":
+            return dists.Bernoulli(self.out(x)[..., 0])
+        if kind == "categorical":
+            return dists.Categorical(self.out(x), self.unimix)
+        return dists.BoundedNormal(self.out(x), self.out_std(x), self.minstd, self.maxstd)

@@ -1,0 +1,107 @@
+"""Pure math of DreamerV3 in ``keras.ops``: symlog, twohot bins, λ-returns, normalisers' statistics.
+
+Every function here is stateless and backend-agnostic, and each has a naive
+reference test in ``tests/unit``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from keras import ops
+
+sg = ops.stop_gradient
+
+
+def symlog(x):
+    """sign(x) · ln(|x| + 1) (paper, Eq. 9)."""
+    return ops.sign(x) * ops.log1p(ops.abs(x))
+
+
+def symexp(x):
+    """Inverse of symlog: sign(x) · (exp(|x|) − 1)."""
+    return ops.sign(x) * ops.expm1(ops.abs(x))
+
+
+def symexp_bins(num: int = 255, low: float = -20.0, high: float = 20.0) -> np.ndarray:
+    """Bin centres ``symexp(linspace(low, high, num))``, built from one half so they are exactly symmetric.
+
+    Exact symmetry matters: with uniform probabilities the expected value must be
+    exactly zero, which is how the zero-initialised reward and value heads start.
+    """
+    assert low == -high, (low, high)
+    if num % 2 == 1:
+        half = np.linspace(low, 0.0, (num - 1) // 2 + 1, dtype=np.float32)
+        half = np.sign(half) * np.expm1(np.abs(half))
+        return np.concatenate([half, -half[:-1][::-1]], 0).astype(np.float32)
+    half = np.linspace(low, 0.0, num // 2, dtype=np.float32)
+    half = np.sign(half) * np.expm1(np.abs(half))
+    return np.concatenate([half, -half[::-1]], 0).astype(np.float32)
+
+
+def twohot(target, bins):
+    """Encode scalars as weights on the two nearest bins (paper, Eq. 10).
+
+    ``target`` has any shape S, ``bins`` is sorted with shape (K,); returns S + (K,).
+    Weights are linear in the distance to each neighbour; values beyond the
+    outermost bins put all weight on that bin.
+    """
+    bins = ops.convert_to_tensor(bins, "float32")
+    target = ops.cast(target, "float32")
+    num = bins.shape[0]
+    below = ops.sum(ops.cast(bins <= target[..., None], "int32"), -1) - 1
+    above = num - ops.sum(ops.cast(bins > target[..., None], "int32"), -1)
+    below = ops.clip(below, 0, num - 1)
+    above = ops.clip(above, 0, num - 1)
+    equal = below == above
+    dist_below = ops.where(equal, 1.0, ops.abs(ops.take(bins, below) - target))
+    dist_above = ops.where(equal, 1.0, ops.abs(ops.take(bins, above) - target))
+    total = dist_below + dist_above
+    weight_below = dist_above / total
+    weight_above = dist_below / total
+    return (
+        ops.one_hot(below, num) * weight_below[..., None] + ops.one_hot(above, num) * weight_above[..., None]
+    )
+
+
+def symmetric_expectation(probs, bins):
+    """Σ probs · bins for bins symmetric around zero, exactly zero for symmetric probabilities.
+
+    A plain sum leaves a rounding residue (and XLA may fuse the products into
+    FMAs, which rounds the two halves differently); pairing each bin with its
+    mirror image, Σ_j (p_j − p_−j) · b_j, makes the prediction exactly zero at
+    initialisation, where the reward and value heads output uniform probabilities.
+    """
+    num = bins.shape[0]
+    bins = ops.convert_to_tensor(bins, "float32")
+    m = num // 2
+    left = ops.flip(probs[..., :m], -1)
+    if num % 2 == 1:
+        return ops.sum((probs[..., m + 1 :] - left) * bins[m + 1 :], -1) + probs[..., m] * bins[m]
+    return ops.sum((probs[..., m:] - left) * bins[m:], -1)
+
+
+def lambda_return(last, term, rew, val, boot, disc: float, lam: float):
+    """TD(λ) returns along axis 1, as the official code defines them.
+
+    All inputs are (N, T). Index t holds the state at t, the reward for
+    entering it, and whether it is terminal. Returns (N, T − 1):
+
+        R_t = r_{t+1} + γ c_{t+1} ((1 − λ_{t+1}) boot_{t+1} + λ_{t+1} R_{t+1}),   R_{T−1} = boot_{T−1}
+
+    where c = 1 − term and λ_{t+1} = λ (1 − last_{t+1}) cuts the recursion at episode ends.
+    """
+    live = (1.0 - ops.cast(term, "float32"))[:, 1:] * disc
+    cont = (1.0 - ops.cast(last, "float32"))[:, 1:] * lam
+    interm = rew[:, 1:] + (1.0 - cont) * live * boot[:, 1:]
+    # Scan backwards over time; T is small (16 in imagination, 64 in replay), so unrolling is cheap.
+    ret = boot[:, -1]
+    rets = []
+    for t in reversed(range(live.shape[1])):
+        ret = interm[:, t] + live[:, t] * cont[:, t] * ret
+        rets.append(ret)
+    return ops.stack(rets[::-1], 1)
+
+
+def masked_mean(x, mask):
+    mask = ops.cast(mask, x.dtype)
+    return ops.sum(x * mask) / ops.maximum(ops.sum(mask), 1.0)

@@ -1,0 +1,243 @@
+"""Compiled train and policy steps: the only module that touches TensorFlow or JAX directly.
+
+    runner = make_runner(model, optimizer, jit=True, xla=False)
+    metrics, replay_updates = runner.train(batch)          # numpy in, floats / numpy out
+    actions, carry, extra = runner.policy(obs, carry)
+
+TensorFlow: ``tf.function`` (optionally ``jit_compile``) around a
+``GradientTape`` step; variables are updated in place.
+JAX: ``jax.jit`` over a stateless step: the variable values live in the runner
+as arrays and flow through ``keras.StatelessScope``; ``sync()`` writes them
+back into the Keras variables (for saving or inspection).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import keras
+import numpy as np
+from keras import ops
+
+
+def backend() -> str:
+    return keras.backend.backend()
+
+
+def has_gpu() -> bool:
+    if backend() == "jax":
+        import jax
+
+        return any(d.platform == "gpu" for d in jax.devices())
+    if backend() == "tensorflow":
+        import tensorflow as tf
+
+        return bool(tf.config.list_physical_devices("GPU"))
+    return False
+
+
+def device_name() -> str:
+    if backend() == "jax":
+        import jax
+
+        device = jax.devices()[0]
+        return f"{device.platform}:{getattr(device, 'device_kind', device)}"
+    if backend() == "tensorflow":
+        import tensorflow as tf
+
+        gpus = tf.config.list_physical_devices("GPU")
+        return f"gpu:{gpus[0].name}" if gpus else "cpu"
+    return "cpu"
+
+
+def resolve_precision(precision: str) -> str:
+    """``auto`` → bfloat16 on a GPU, float32 on the CPU (bfloat16 matmuls are slow on most CPUs)."""
+    valid = ("auto", "float32", "bfloat16", "float16")
+    if precision not in valid:
+        raise ValueError(f"Unknown precision '{precision}'; valid: {', '.join(valid)}.")
+    if precision == "auto":
+        return "bfloat16" if has_gpu() else "float32"
+    return precision
+
+
+def _to_numpy(tree: Any) -> Any:
+    if isinstance(tree, dict):
+        return {k: _to_numpy(v) for k, v in tree.items()}
+    if isinstance(tree, (tuple, list)):
+        return type(tree)(_to_numpy(v) for v in tree)
+    return np.asarray(tree)
+
+
+def _metrics_to_floats(metrics: dict) -> dict[str, float]:
+    return {k: float(np.asarray(v)) for k, v in metrics.items()}
+
+
+def _global_norm(tensors) -> Any:
+    return ops.sqrt(sum(ops.sum(ops.square(ops.cast(t, "float32"))) for t in tensors if t is not None))
+
+
+def _rms(tensors) -> Any:
+    count = sum(math.prod(t.shape) for t in tensors)
+    return _global_norm(tensors) / math.sqrt(count)
+
+
+def make_runner(model, optimizer, jit: bool = True, xla: bool = False):
+    optimizer.build(model.trainable_variables)
+    if backend() == "tensorflow":
+        return TensorFlowRunner(model, optimizer, jit, xla)
+    if backend() == "jax":
+        return JaxRunner(model, optimizer, jit)
+    raise NotImplementedError(f"Keras backend '{backend()}' is not supported; use tensorflow or jax.")
+
+
+class TensorFlowRunner:
+    def __init__(self, model, optimizer, jit: bool, xla: bool) -> None:
+        import tensorflow as tf
+
+        self.tf = tf
+        self.model, self.optimizer = model, optimizer
+        self.scaling = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+        wrap = (lambda fn: tf.function(fn, jit_compile=xla, reduce_retracing=True)) if jit else (lambda fn: fn)
+        self._train = wrap(self._train_step)
+        self._policy = wrap(self._policy_step)
+
+    def _train_step(self, data):
+        tf = self.tf
+        variables = self.model.trainable_variables
+        with tf.GradientTape() as tape:
+            loss, (metrics, updates) = self.model.train_loss(data)
+            scaled = self.optimizer.scale_loss(loss) if self.scaling else loss
+        grads = tape.gradient(scaled, variables)
+        if self.scaling:
+            grads = [g / self.optimizer.dynamic_scale for g in grads]
+        self.optimizer.apply(grads, variables)
+        self.model.ac.update_slow()
+        metrics = dict(metrics)
+        metrics.update(
+            {
+                "opt/loss": loss,
+                "opt/grad_norm": _global_norm(grads),
+                "opt/grad_rms": _rms(grads),
+                "opt/param_rms": _rms(variables),
+                "opt/updates": ops.cast(self.optimizer.iterations, "float32"),
+            }
+        )
+        return metrics, updates
+
+    def _policy_step(self, obs, carry, sample):
+        return self.model.policy_step(obs, carry, sample)
+
+    def train(self, data: dict) -> tuple[dict[str, float], dict]:
+        metrics, updates = self._train(data)
+        return _metrics_to_floats(metrics), _to_numpy(updates)
+
+    def policy(self, obs: dict, carry: tuple, sample: bool = True):
+        actions, carry, extra = self._policy(obs, tuple(carry), sample)
+        return _to_numpy(actions), _to_numpy(carry), _to_numpy(extra)
+
+    def sync(self) -> None:
+        pass
+
+    def reload(self) -> None:
+        pass
+
+
+class JaxRunner:
+    def __init__(self, model, optimizer, jit: bool) -> None:
+        import jax
+
+        self.jax = jax
+        self.model, self.optimizer = model, optimizer
+        self.scaling = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+        self.trainable = list(model.trainable_variables)
+        self.non_trainable = list(model.non_trainable_variables)
+        self.reload()
+        wrap = jax.jit if jit else (lambda fn, **kw: fn)
+        self._train = wrap(self._train_step, donate_argnums=(0,)) if jit else self._train_step
+        self._policy = jax.jit(self._policy_step, static_argnums=(3,)) if jit else self._policy_step
+
+    def reload(self) -> None:
+        """Take the current values of the Keras variables as the runner's state."""
+        # Copies, because the train step donates its input buffers and two variables may
+        # share one array (the slow critic starts as the critic's values).
+        copy = lambda v: self.jax.numpy.array(v.value, copy=True)  # noqa: E731
+        self.state = (
+            [copy(v) for v in self.trainable],
+            [copy(v) for v in self.non_trainable],
+            [copy(v) for v in self.optimizer.variables],
+        )
+
+    def sync(self) -> None:
+        """Write the runner's state back into the Keras variables."""
+        trainable, non_trainable, opt = self.state
+        for var, value in zip(self.trainable, trainable):
+            var.assign(value)
+        for var, value in zip(self.non_trainable, non_trainable):
+            var.assign(value)
+        for var, value in zip(self.optimizer.variables, opt):
+            var.assign(value)
+
+    def _scope(self, trainable, non_trainable):
+        mapping = list(zip(self.trainable, trainable)) + list(zip(self.non_trainable, non_trainable))
+        return keras.StatelessScope(state_mapping=mapping)
+
+    def _updated(self, scope, values):
+        new = []
+        for var, old in zip(self.non_trainable, values):
+            value = scope.get_current_value(var)
+            new.append(old if value is None else value)
+        return new
+
+    def _loss(self, trainable, non_trainable, data):
+        with self._scope(trainable, non_trainable) as scope:
+            loss, aux = self.model.train_loss(data)
+        scaled = loss
+        if self.scaling:
+            scaled = loss * self._loss_scale
+        return scaled, (loss, aux, self._updated(scope, non_trainable))
+
+    def _train_step(self, state, data):
+        jax = self.jax
+        trainable, non_trainable, opt = state
+        if self.scaling:
+            scale_var = self.optimizer.dynamic_scale
+            index = [id(v) for v in self.optimizer.variables].index(id(scale_var))
+            self._loss_scale = opt[index]
+        grads, (loss, (metrics, updates), non_trainable) = jax.grad(self._loss, has_aux=True)(
+            trainable, non_trainable, data
+        )
+        if self.scaling:
+            grads = [g / self._loss_scale for g in grads]
+        new_trainable, opt = self.optimizer.stateless_apply(opt, grads, trainable)
+        with self._scope(new_trainable, non_trainable) as scope:
+            self.model.ac.update_slow()
+        non_trainable = self._updated(scope, non_trainable)
+        metrics = dict(metrics)
+        metrics.update(
+            {
+                "opt/loss": loss,
+                "opt/grad_norm": _global_norm(grads),
+                "opt/grad_rms": _rms(grads),
+                "opt/param_rms": _rms(new_trainable),
+            }
+        )
+        return (new_trainable, non_trainable, opt), (metrics, updates)
+
+    def _policy_step(self, trainable, non_trainable, obs_carry, sample):
+        obs, carry = obs_carry
+        with self._scope(trainable, non_trainable) as scope:
+            actions, carry, extra = self.model.policy_step(obs, carry, sample)
+        return (actions, carry, extra), self._updated(scope, non_trainable)
+
+    def train(self, data: dict) -> tuple[dict[str, float], dict]:
+        self.state, (metrics, updates) = self._train(self.state, data)
+        metrics = _metrics_to_floats(metrics)
+        metrics["opt/updates"] = float(np.asarray(self.state[2][0]))
+        return metrics, _to_numpy(updates)
+
+    def policy(self, obs: dict, carry: tuple, sample: bool = True):
+        trainable, non_trainable, opt = self.state
+        (actions, carry, extra), non_trainable = self._policy(trainable, non_trainable, (obs, tuple(carry)), sample)
+        self.state = (trainable, non_trainable, opt)
+        return _to_numpy(actions), _to_numpy(carry), _to_numpy(extra)
