@@ -1,0 +1,47 @@
+"""Shared test setup: pick the Keras backend before Keras is imported, and seed every test.
+
+Choose the backend with ``KERAS_BACKEND=jax pytest ...``; the default is TensorFlow, the reference.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("MUJOCO_GL", "osmesa")  # headless MuJoCo rendering on the CPU
+
+import keras  # after the environment above: Keras reads KERAS_BACKEND on import
+import pytest
+
+LEARNING_DIR = Path(__file__).parent / "learning"
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"keras {keras.__version__}, backend {keras.backend.backend()}"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # Everything under tests/learning carries the `learning` marker, so `-m "not learning"` skips it.
+    for item in items:
+        if LEARNING_DIR in Path(item.fspath).parents:
+            item.add_marker(pytest.mark.learning)
+
+
+@pytest.fixture
+def backend() -> str:
+    """The active Keras backend name: ``"tensorflow"`` or ``"jax"``."""
+    return keras.backend.backend()
+
+
+@pytest.fixture(scope="session")
+def seed() -> int:
+    """The base random seed for the session (``DREAMER_TEST_SEED``, default 0)."""
+    return int(os.environ.get("DREAMER_TEST_SEED", "0"))
+
+
+@pytest.fixture(autouse=True)
+def _seed_everything(seed: int) -> None:
+    # Seeds Python, NumPy and the backend, so each test is reproducible on its own.
+    keras.utils.set_random_seed(seed)
