@@ -1,0 +1,485 @@
+"""The training loop: collect with the policy, replay, train at a fixed ratio, log, checkpoint.
+
+It is handed factories and never imports a network, a framework or an
+environment (``dreamer_tf.train`` builds the factories from the config):
+
+    status = train(
+        make_agent=lambda obs_space, act_space, config: RandomAgent(obs_space, act_space, config),
+        make_replay=lambda config: Replay(config.batch_length + config.replay_context, 10_000),
+        make_envs=lambda config, mode="train": BatchEnv([...]),   # mode "eval" for evaluation
+        make_logger=lambda config, logdir: Logger(logdir, config.run.steps),
+        config=config,
+        logdir="~/logdir/run",
+    )                                                              # "done" or "interrupted"
+
+One iteration follows the official driver (``embodied/core/driver.py`` and
+``embodied/run/train.py``): step all environments, act on their observations,
+store ``obs + action + extra`` per environment in the replay buffer, count one
+env step per environment (agent steps, after action repeat), then run the
+updates that are due. Updates are paced by the official ``Ratio`` rule: every
+env step earns ``train_ratio / (batch_size * batch_length)`` updates, the
+fractional rest carries over, and nothing is earned before the replay buffer
+holds ``run.train_fill`` steps (0: one batch, ``batch_size * (batch_length +
+replay_context)`` steps).
+
+The run folder gets ``metrics.jsonl``, ``scores.jsonl`` and TensorBoard events
+(through the logger), ``checkpoint/`` and ``status.json``. A run started again
+in the same folder resumes from its checkpoint: agent, replay buffer, counters,
+the update credit and the RNG states, so the curves continue where they
+stopped. SIGINT and SIGTERM end the run after the current iteration with a
+final checkpoint; a second SIGINT aborts at once.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import random
+import signal
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dreamer_tf.checkpoint import Checkpoint
+from dreamer_tf.metrics import Aggregator
+
+STATUS_FILE = "status.json"
+
+
+def train(
+    make_agent: Callable[..., Any],
+    make_replay: Callable[..., Any],
+    make_envs: Callable[..., Any],
+    make_logger: Callable[..., Any],
+    config: Any,
+    logdir: str | Path,
+) -> str:
+    """Train until ``config.run.steps`` env steps; returns ``"done"`` or ``"interrupted"``.
+
+    Factories are called as ``make_envs(config, mode)`` with mode ``"train"``
+    or ``"eval"`` (returns a batch env: ``len``, ``obs_space``, ``act_space``,
+    ``step``, ``close``), ``make_agent(obs_space, act_space, config)`` (the
+    action space without ``reset``), ``make_replay(config)`` and
+    ``make_logger(config, logdir)``. On an exception ``status.json`` records
+    the traceback and the exception propagates.
+    """
+    logdir = Path(logdir).expanduser()
+    logdir.mkdir(parents=True, exist_ok=True)
+    stop = _StopSignal()
+    stop.install()
+    run = _Run(make_agent, make_replay, make_envs, make_logger, config, logdir, stop)
+    try:
+        return run.run()
+    except BaseException as error:
+        if isinstance(error, KeyboardInterrupt):
+            write_status(logdir, "interrupted", run.env_steps, "KeyboardInterrupt (no final checkpoint)")
+        else:
+            write_status(logdir, "failed", run.env_steps, traceback.format_exc())
+        raise
+    finally:
+        stop.uninstall()
+        run.close()
+
+
+def write_status(logdir: str | Path, status: str, step: int, error: str | None = None, **extra: Any) -> None:
+    """Replace ``status.json`` atomically (readers never see half a file)."""
+    record = {
+        "status": status,
+        "step": int(step),
+        "error": error,
+        "updated": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        **extra,
+    }
+    path = Path(logdir) / STATUS_FILE
+    tmp = path.with_name(f".{STATUS_FILE}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(record, indent=1) + "\n")
+    os.replace(tmp, path)
+
+
+def read_status(logdir: str | Path) -> dict[str, Any] | None:
+    path = Path(logdir) / STATUS_FILE
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+class _StopSignal:
+    """Turns SIGINT / SIGTERM into a flag the loop checks between iterations."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # signal handlers can only be set from the main thread
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self._previous[signum] = signal.signal(signum, self._handle)
+
+    def uninstall(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous.clear()
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signum is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C: the user does not want to wait for the save
+        self.signum = signum
+        print(
+            f"\nReceived {signal.Signals(signum).name}: finishing the iteration and saving a checkpoint "
+            "(Ctrl-C again to abort without saving).",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+class _Episodes:
+    """Per-environment running score, length and ``log/*`` statistics."""
+
+    def __init__(self, count: int) -> None:
+        self.score = np.zeros(count, np.float64)
+        self.length = np.zeros(count, np.int64)
+        self.logs: list[dict[str, list[float]]] = [{} for _ in range(count)]
+
+    def add(self, index: int, obs: dict[str, np.ndarray]) -> dict[str, Any] | None:
+        """Count one step of environment ``index``; return the episode's record if it ended."""
+        if obs["is_first"][index]:
+            self.score[index], self.length[index] = 0.0, 0
+            self.logs[index] = {}
+        self.score[index] += float(obs["reward"][index])
+        # Like the official logger, length counts observations, the reset one included.
+        self.length[index] += 1
+        for key, value in obs.items():
+            if key.startswith("log/"):
+                self.logs[index].setdefault(key, []).append(float(np.asarray(value[index]).mean()))
+        if not obs["is_last"][index]:
+            return None
+        record: dict[str, Any] = {"score": float(self.score[index]), "length": int(self.length[index])}
+        for key, values in self.logs[index].items():
+            record[f"{key}/sum"] = float(np.sum(values))
+            record[f"{key}/max"] = float(np.max(values))
+            record[f"{key}/avg"] = float(np.mean(values))
+        return record
+
+
+class _Run:
+    def __init__(self, make_agent, make_replay, make_envs, make_logger, config, logdir: Path, stop) -> None:
+        self.make_agent, self.make_replay = make_agent, make_replay
+        self.make_envs, self.make_logger = make_envs, make_logger
+        self.config, self.logdir, self.stop = config, logdir, stop
+        run = config.run
+        self.total_steps = run.steps
+        self.batch_steps = config.batch_size * config.batch_length
+        # Updates earned per env step (the official ``Ratio(train_ratio / batch_steps)``).
+        self.updates_per_step = float(run.train_ratio) / self.batch_steps
+        window = config.batch_size * (config.batch_length + config.replay_context)
+        self.train_fill = int(run.train_fill) if run.train_fill > 0 else window
+        self.envs = self.eval_envs = self.logger = self.agent = self.replay = None
+        # Counters that a checkpoint restores.
+        self.env_steps = 0
+        self.updates = 0
+        self.episodes = 0
+        self.credit = 0.0  # fractional updates earned but not yet run
+        self.training_started = False
+        self.last_eval_step: int | None = None
+        self.eval_rounds = 0
+        self.checkpoint = Checkpoint(logdir / "checkpoint")
+        self.train_metrics = Aggregator()
+        self.episode_metrics = Aggregator()
+        self.timers = Aggregator()
+
+    # ------------------------------------------------------------ setup and teardown
+
+    def setup(self) -> None:
+        config = self.config
+        write_status(self.logdir, "running", 0)
+        self.envs = self.make_envs(config, "train")
+        self.obs_space = {k: v for k, v in self.envs.obs_space.items() if not k.startswith("log/")}
+        self.act_space = {k: v for k, v in self.envs.act_space.items() if k != "reset"}
+        self.agent = self.make_agent(self.obs_space, self.act_space, config)
+        self.replay = self.make_replay(config)
+        state = self.checkpoint.load(replay=self.replay)
+        if state is not None:
+            self.agent.load(state["agent"])
+            self._load_counters(state["loop"])
+            print(
+                f"Resumed from {self.checkpoint.latest} at env step {self.env_steps} "
+                f"after {self.updates} updates and {self.episodes} episodes.",
+                file=sys.stderr,
+            )
+        self.logger = self.make_logger(config, self.logdir)
+        self.logger.resume(self.env_steps)
+        write_status(self.logdir, "running", self.env_steps)
+
+    def close(self) -> None:
+        for envs in (self.envs, self.eval_envs):
+            if envs is not None:
+                try:
+                    envs.close()
+                except Exception as error:  # noqa: BLE001 - a broken worker must not hide the real error
+                    print(f"Closing environments failed: {error}", file=sys.stderr)
+        self.envs = self.eval_envs = None
+        if self.logger is not None:
+            self.logger.close()
+            self.logger = None
+
+    # ------------------------------------------------------------ checkpoints
+
+    def _counters(self) -> dict[str, Any]:
+        return {
+            "env_steps": self.env_steps,
+            "updates": self.updates,
+            "episodes": self.episodes,
+            "credit": self.credit,
+            "training_started": self.training_started,
+            "last_eval_step": self.last_eval_step,
+            "eval_rounds": self.eval_rounds,
+            # Libraries (env wrappers, user code) may draw from the global generators.
+            "numpy_random": np.random.get_state(),
+            "python_random": random.getstate(),
+        }
+
+    def _load_counters(self, state: dict[str, Any]) -> None:
+        self.env_steps = int(state["env_steps"])
+        self.updates = int(state["updates"])
+        self.episodes = int(state["episodes"])
+        self.credit = float(state["credit"])
+        self.training_started = bool(state["training_started"])
+        self.last_eval_step = state["last_eval_step"]
+        self.eval_rounds = int(state["eval_rounds"])
+        np.random.set_state(tuple(state["numpy_random"]))
+        version, internal, gauss = state["python_random"]
+        random.setstate((version, tuple(internal), gauss))
+
+    def save(self) -> None:
+        start = time.perf_counter()
+        self.checkpoint.save({"agent": self.agent.save(), "loop": self._counters()}, replay=self.replay)
+        self.timers.add({"checkpoint": time.perf_counter() - start}, agg="sum")
+        write_status(self.logdir, "running", self.env_steps)
+
+    # ------------------------------------------------------------ the loop
+
+    def run(self) -> str:
+        self.setup()
+        run = self.config.run
+        if self.env_steps >= self.total_steps:
+            print(f"The run already reached {self.env_steps} >= run.steps env steps.", file=sys.stderr)
+            write_status(self.logdir, "done", self.env_steps)
+            return "done"
+        count = len(self.envs)
+        acts = self._zero_actions(self.act_space, count)
+        acts["reset"] = np.ones(count, bool)
+        policy_state = self.agent.init_policy(count)
+        episodes = _Episodes(count)
+        now = time.monotonic()
+        self.last_log = self.last_save = now
+        self.log_env_steps, self.log_updates = self.env_steps, self.updates
+        printed_estimate = False
+
+        while self.env_steps < self.total_steps:
+            if self.stop.requested:
+                break
+            if self._eval_due():
+                self.evaluate()
+            try:
+                with self._timer("env"):
+                    obs = self.envs.step(acts)
+            except Exception:
+                if self.stop.requested:  # workers killed by the same Ctrl-C: save and leave
+                    break
+                raise
+            logs = {k: v for k, v in obs.items() if k.startswith("log/")}
+            obs = {k: v for k, v in obs.items() if not k.startswith("log/")}
+            with self._timer("policy"):
+                acts, policy_state, extra = self.agent.policy(obs, policy_state, mode="train")
+            # Framework arrays (JAX, TF) become numpy once here, before replay and the envs see them.
+            acts = {k: np.asarray(v) for k, v in acts.items()}
+            extra = {k: np.asarray(v) for k, v in extra.items()}
+            self._check_policy_output(acts, extra, obs, count)
+            if obs["is_last"].any():
+                # Actions after the last step are never executed; store zeros like the official driver.
+                keep = ~obs["is_last"]
+                acts = {
+                    k: v * keep.reshape((-1,) + (1,) * (v.ndim - 1)).astype(v.dtype) for k, v in acts.items()
+                }
+            transitions = {**obs, **acts, **extra}
+            if not printed_estimate:
+                printed_estimate = True
+                self._print_memory_estimate({k: v[0] for k, v in transitions.items()})
+            with self._timer("replay_add"):
+                for index in range(count):
+                    self.replay.add({k: v[index] for k, v in transitions.items()}, index)
+            all_obs = {**obs, **logs}
+            for index in range(count):
+                # Steps are counted one environment at a time, so every episode gets its own step.
+                self.env_steps += 1
+                record = episodes.add(index, all_obs)
+                if record is not None:
+                    self._finish_episode(record)
+            acts = {**acts, "reset": obs["is_last"].copy()}
+            self._train(count)
+            now = time.monotonic()
+            if now - self.last_log >= run.log_every:
+                self.log(now)
+            if run.save_every >= 0 and now - self.last_save >= run.save_every:
+                self.save()
+                self.last_save = time.monotonic()
+            self.logger.progress(self.env_steps, *self._rates(time.monotonic()))
+
+        interrupted = self.stop.requested
+        self.log(time.monotonic())
+        self.save()
+        if interrupted:
+            write_status(
+                self.logdir, "interrupted", self.env_steps, None, signal=signal.Signals(self.stop.signum).name
+            )
+            print(f"Saved a checkpoint at env step {self.env_steps}; rerun to resume.", file=sys.stderr)
+            return "interrupted"
+        write_status(self.logdir, "done", self.env_steps)
+        return "done"
+
+    def _train(self, new_steps: int) -> None:
+        if not self.training_started:
+            if len(self.replay) < self.train_fill:
+                return
+            self.training_started = True
+        self.credit += new_steps * self.updates_per_step
+        # A small tolerance so that 0.1 * 10 counts as one update, not 0.999... updates.
+        due = int(self.credit + 1e-9)
+        self.credit -= due
+        for _ in range(due):
+            with self._timer("replay_sample"):
+                batch = self.replay.sample(self.config.batch_size)
+            with self._timer("train"):
+                metrics, replay_updates = self.agent.train(batch)
+            if replay_updates:
+                self.replay.update(replay_updates)
+            self.train_metrics.add(metrics)
+            self.updates += 1
+
+    def _finish_episode(self, record: dict[str, Any]) -> None:
+        self.episodes += 1
+        extras = {k: v for k, v in record.items() if k not in ("score", "length")}
+        self.logger.episode(record["score"], record["length"], self.env_steps, **extras)
+        self.episode_metrics.add({"score": record["score"], "length": record["length"]})
+
+    def _eval_due(self) -> bool:
+        every = self.config.run.eval_every
+        if every <= 0:
+            return False
+        return self.last_eval_step is None or self.env_steps >= self.last_eval_step + every
+
+    def evaluate(self) -> None:
+        """Run ``run.eval_eps`` episodes with ``mode="eval"``; log their mean to ``metrics.jsonl``."""
+        start = time.perf_counter()
+        if self.eval_envs is None:
+            self.eval_envs = self.make_envs(self.config, "eval")
+        envs, wanted = self.eval_envs, int(self.config.run.eval_eps)
+        count = len(envs)
+        acts = self._zero_actions(self.act_space, count)
+        acts["reset"] = np.ones(count, bool)
+        state = self.agent.init_policy(count)
+        episodes, finished = _Episodes(count), []
+        while len(finished) < wanted:
+            obs = envs.step(acts)
+            obs_agent = {k: v for k, v in obs.items() if not k.startswith("log/")}
+            acts, state, _ = self.agent.policy(obs_agent, state, mode="eval")
+            acts = {k: np.asarray(v) for k, v in acts.items()}
+            for index in range(count):
+                record = episodes.add(index, obs)
+                if record is not None:
+                    finished.append(record)
+            acts = {**acts, "reset": obs["is_last"].copy()}
+            if self.stop.requested:
+                break
+        self.last_eval_step = self.env_steps
+        self.eval_rounds += 1
+        if finished:
+            finished = finished[:wanted]
+            self.logger.step = self.env_steps
+            self.logger.add(
+                {
+                    "score": float(np.mean([r["score"] for r in finished])),
+                    "length": float(np.mean([r["length"] for r in finished])),
+                    "episodes": len(finished),
+                },
+                prefix="eval_episode",
+            )
+            self.logger.write()
+        self.timers.add({"eval": time.perf_counter() - start}, agg="sum")
+
+    def log(self, now: float) -> None:
+        logger = self.logger
+        logger.step = self.env_steps
+        updates_per_s, env_per_s = self._rates(now)
+        logger.add(self.train_metrics.result(), prefix="train")
+        logger.add(self.episode_metrics.result(), prefix="episode")
+        stats = dict(self.replay.stats()) if hasattr(self.replay, "stats") else {}
+        stats.setdefault("size", len(self.replay))
+        logger.add(stats, prefix="replay")
+        elapsed = max(now - self.last_log, 1e-9)
+        # Fraction of wall time spent in each part of the loop: where a speed-up has to come from.
+        logger.add({k: v / elapsed for k, v in self.timers.result().items()}, prefix="timer")
+        logger.add(
+            {
+                "fps/train": updates_per_s,
+                "fps/env": env_per_s,
+                "counter/updates": self.updates,
+                "counter/episodes": self.episodes,
+            }
+        )
+        logger.write()
+        self.last_log = now
+        self.log_env_steps, self.log_updates = self.env_steps, self.updates
+        write_status(self.logdir, "running", self.env_steps)
+
+    def _rates(self, now: float) -> tuple[float, float]:
+        elapsed = max(now - self.last_log, 1e-9)
+        return (self.updates - self.log_updates) / elapsed, (self.env_steps - self.log_env_steps) / elapsed
+
+    # ------------------------------------------------------------ helpers
+
+    def _timer(self, name: str) -> _Section:
+        return _Section(self.timers, name)
+
+    def _print_memory_estimate(self, example_step: dict[str, np.ndarray]) -> None:
+        if hasattr(self.replay, "memory_estimate"):
+            print(f"Replay memory: {self.replay.memory_estimate(example_step)}", file=sys.stderr)
+
+    @staticmethod
+    def _zero_actions(act_space: dict[str, Any], count: int) -> dict[str, np.ndarray]:
+        return {k: np.zeros((count,) + tuple(v.shape), v.dtype) for k, v in act_space.items()}
+
+    def _check_policy_output(self, acts: dict, extra: dict, obs: dict, count: int) -> None:
+        missing = set(self.act_space) - set(acts)
+        assert not missing, (
+            f"policy returned actions {sorted(acts)} but the action space needs {sorted(missing)}"
+        )
+        for key, value in {**acts, **extra}.items():
+            assert value.ndim >= 1 and len(value) == count, (
+                f"policy output '{key}' must have leading dim {count} (environments), got shape {value.shape}"
+            )
+        clash = set(extra) & (set(acts) | set(obs))
+        assert not clash, f"policy extra keys {sorted(clash)} collide with observation or action keys"
+
+
+class _Section:
+    """Adds the seconds spent inside a ``with`` block to a timer aggregator."""
+
+    def __init__(self, timers: Aggregator, name: str) -> None:
+        self.timers, self.name = timers, name
+
+    def __enter__(self) -> None:
+        self.start = time.perf_counter()
+
+    def __exit__(self, *exc: object) -> None:
+        self.timers.add({self.name: time.perf_counter() - self.start}, agg="sum")

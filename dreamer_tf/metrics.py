@@ -1,0 +1,411 @@
+"""Run records: ``metrics.jsonl``, ``scores.jsonl``, TensorBoard scalars and a progress bar.
+
+    logger = Logger(logdir, total_steps=config.run.steps)
+    logger.resume(step=0)                          # or the step a checkpoint restored
+    logger.episode(score=12.0, length=501, step=4096)                      # -> scores.jsonl
+    aggregator.add({"loss/rep": 0.3}); logger.add(aggregator.result(), prefix="train")
+    logger.step = 4096; logger.write()                                     # -> metrics.jsonl + TensorBoard
+    logger.progress(4096, updates_per_s=2.1, env_per_s=350.0)              # stderr bar
+    logger.close()
+
+The files use the official DreamerV3 layout (a JSON object per line with a
+``step`` key and namespaced metric keys), so either side's plotting reads the
+other's runs. Files are only ever appended to; ``resume`` drops rows written
+after the checkpoint a run resumes from (they belong to a timeline the run
+does not continue) and a line torn by a kill. TensorBoard events are written by
+a tiny built-in writer, so neither TensorFlow nor tensorboardX is needed (the
+JAX machines have neither) and importing this module never touches a GPU.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import math
+import os
+import socket
+import struct
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+
+METRICS_FILE = "metrics.jsonl"
+SCORES_FILE = "scores.jsonl"
+
+
+class Aggregator:
+    """Averages scalar metrics between two logs.
+
+        agg = Aggregator()
+        agg.add({"loss/rep": 0.5}); agg.add({"loss/rep": 0.3})
+        agg.result(prefix="train")      # {"train/loss/rep": 0.4}; and resets
+
+    ``agg`` chooses the reduction per call: ``avg`` (default), ``sum``, ``min``,
+    ``max`` or ``last``. Values may be Python, numpy or framework scalars;
+    arrays are averaged over their elements.
+    """
+
+    REDUCTIONS = ("avg", "sum", "min", "max", "last")
+
+    def __init__(self) -> None:
+        self._values: dict[str, list[float]] = {}
+        self._reduction: dict[str, str] = {}
+
+    def add(self, metrics: Mapping[str, Any], prefix: str | None = None, agg: str = "avg") -> None:
+        assert agg in self.REDUCTIONS, f"unknown reduction {agg!r}, use one of {self.REDUCTIONS}"
+        for key, value in metrics.items():
+            key = f"{prefix}/{key}" if prefix else key
+            if self._reduction.setdefault(key, agg) != agg:
+                raise ValueError(f"Metric '{key}' was added with reduction {self._reduction[key]} and {agg}.")
+            self._values.setdefault(key, []).append(_to_float(value))
+
+    def result(self, prefix: str | None = None, reset: bool = True) -> dict[str, float]:
+        out = {}
+        for key, values in self._values.items():
+            name = f"{prefix}/{key}" if prefix else key
+            reduction = self._reduction[key]
+            if reduction == "avg":
+                out[name] = float(np.mean(values))
+            elif reduction == "sum":
+                out[name] = float(np.sum(values))
+            elif reduction == "min":
+                out[name] = float(np.min(values))
+            elif reduction == "max":
+                out[name] = float(np.max(values))
+            else:
+                out[name] = values[-1]
+        if reset:
+            self.reset()
+        return out
+
+    def reset(self) -> None:
+        self._values.clear()
+        self._reduction.clear()
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+
+class Logger:
+    """Writes the run folder's metric records; see the module docstring for the calls.
+
+    ``total_steps`` is only used by the progress bar. ``progress=False`` turns
+    the bar off; ``tensorboard=False`` writes no event file.
+    """
+
+    def __init__(
+        self,
+        logdir: str | Path,
+        total_steps: float | None = None,
+        progress: bool = True,
+        tensorboard: bool = True,
+    ) -> None:
+        self.logdir = Path(logdir)
+        self.step = 0
+        self.total_steps = total_steps
+        self._pending: dict[str, Any] = {}
+        self._files: dict[str, TextIO] = {}
+        self._events = EventWriter(self.logdir) if tensorboard else None
+        self._bar = _ProgressBar(total_steps) if progress else None
+        self._recent_scores: collections.deque[float] = collections.deque(maxlen=20)
+
+    def resume(self, step: int) -> None:
+        """Continue the records at ``step``: drop rows past it and torn lines, then append."""
+        self.step = int(step)
+        self.logdir.mkdir(parents=True, exist_ok=True)
+        for name in (METRICS_FILE, SCORES_FILE):
+            dropped = _drop_rows_after(self.logdir / name, self.step)
+            if dropped:
+                print(
+                    f"Dropped {dropped} rows of {name} written after step {self.step} "
+                    "(after the checkpoint this run resumes from).",
+                    file=sys.stderr,
+                )
+        if self._bar:
+            self._bar.update(self.step, {})
+
+    def add(self, metrics: Mapping[str, Any], prefix: str | None = None) -> None:
+        """Stage values for the next ``write``; a key added twice keeps the latest value."""
+        for key, value in metrics.items():
+            self._pending[f"{prefix}/{key}" if prefix else key] = value
+
+    def write(self) -> None:
+        """Append the staged values as one row of ``metrics.jsonl`` (and TensorBoard)."""
+        if not self._pending:
+            return
+        row = {"step": int(self.step)}
+        for key, value in self._pending.items():
+            row[key] = _to_json(value)
+        self._pending.clear()
+        self._append(METRICS_FILE, row)
+        if self._events:
+            scalars = {k: v for k, v in row.items() if k != "step" and isinstance(v, (int, float))}
+            self._events.scalars(self.step, scalars)
+
+    def episode(self, score: float, length: int, step: int | None = None, **extras: Any) -> None:
+        """Append one finished training episode to ``scores.jsonl``.
+
+        ``step`` defaults to ``self.step``; ``extras`` become ``episode/<name>`` keys.
+        """
+        row = {
+            "step": int(self.step if step is None else step),
+            "episode/score": _to_json(score),
+            "episode/length": int(length),
+        }
+        for key, value in extras.items():
+            row[key if key.startswith("episode/") else f"episode/{key}"] = _to_json(value)
+        self._append(SCORES_FILE, row)
+        self._recent_scores.append(float(score))
+
+    @property
+    def recent_score(self) -> float | None:
+        """Mean score of the last 20 training episodes, ``None`` before the first."""
+        return float(np.mean(self._recent_scores)) if self._recent_scores else None
+
+    def progress(self, step: int, updates_per_s: float | None = None, env_per_s: float | None = None) -> None:
+        """Refresh the stderr progress bar (cheap; it redraws at most once a second)."""
+        if not self._bar:
+            return
+        postfix = {}
+        if updates_per_s is not None:
+            postfix["upd/s"] = f"{updates_per_s:.2f}"
+        if env_per_s is not None:
+            postfix["env/s"] = f"{env_per_s:.0f}"
+        if self.recent_score is not None:
+            postfix["score"] = f"{self.recent_score:.4g}"
+        self._bar.update(step, postfix)
+
+    def close(self) -> None:
+        self.write()
+        for file in self._files.values():
+            file.close()
+        self._files.clear()
+        if self._events:
+            self._events.close()
+        if self._bar:
+            self._bar.close()
+
+    def _append(self, name: str, row: dict[str, Any]) -> None:
+        if name not in self._files:
+            self.logdir.mkdir(parents=True, exist_ok=True)
+            self._files[name] = open(self.logdir / name, "a")  # noqa: SIM115 - open for the whole run
+        file = self._files[name]
+        # One write call per line and a flush: a killed process leaves at most one torn line.
+        file.write(json.dumps(row) + "\n")
+        file.flush()
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """The rows of a JSONL file, skipping a torn last line."""
+    rows = []
+    path = Path(path)
+    if not path.exists():
+        return rows
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            continue
+    return rows
+
+
+def _drop_rows_after(path: Path, step: int) -> int:
+    if not path.exists():
+        return 0
+    text = path.read_text()
+    lines = text.splitlines(keepends=True)
+    kept = []
+    for line in lines:
+        if not line.endswith("\n"):
+            continue  # torn by a kill mid-write
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if row.get("step", 0) <= step:
+            kept.append(line)
+    dropped = len(lines) - len(kept)
+    if dropped:
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text("".join(kept))
+        os.replace(tmp, path)
+    return dropped
+
+
+def _to_float(value: Any) -> float:
+    array = np.asarray(value, dtype=np.float64)
+    return float(array) if array.ndim == 0 else float(array.mean())
+
+
+def _to_json(value: Any) -> Any:
+    if isinstance(value, (bool, int, float, str)) or value is None:
+        return value
+    array = np.asarray(value)
+    if array.ndim == 0:
+        return array.item()
+    return float(array.astype(np.float64).mean())
+
+
+# ------------------------------------------------------------------ TensorBoard
+
+
+class EventWriter:
+    """Writes TensorBoard scalar summaries (``events.out.tfevents.*``) without TensorFlow.
+
+    The format is TFRecord framing (length, masked CRC-32C, payload, masked
+    CRC-32C) around ``Event`` protocol buffers, encoded by hand for the three
+    fields scalars need.
+    """
+
+    def __init__(self, logdir: str | Path) -> None:
+        self.logdir = Path(logdir)
+        self._file = None
+
+    def scalars(self, step: int, values: Mapping[str, float]) -> None:
+        if not values:
+            return
+        if self._file is None:
+            self.logdir.mkdir(parents=True, exist_ok=True)
+            name = f"events.out.tfevents.{int(time.time())}.{socket.gethostname()}.{os.getpid()}.dreamer_tf"
+            self._file = open(self.logdir / name, "ab")  # noqa: SIM115 - open for the whole run
+            self._record(_event(time.time(), 0, file_version="brain.Event:2"))
+        summary = b"".join(_field_bytes(1, _scalar_value(k, v)) for k, v in values.items())
+        self._record(_event(time.time(), int(step), summary=summary))
+        self._file.flush()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def _record(self, data: bytes) -> None:
+        header = struct.pack("<Q", len(data))
+        self._file.write(header + struct.pack("<I", _masked_crc(header)))
+        self._file.write(data + struct.pack("<I", _masked_crc(data)))
+
+
+def _varint(value: int) -> bytes:
+    value &= (1 << 64) - 1  # negative int64 steps are two's complement, as protobuf does
+    out = bytearray()
+    while True:
+        bits = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(bits | 0x80)
+        else:
+            out.append(bits)
+            return bytes(out)
+
+
+def _field_bytes(number: int, payload: bytes) -> bytes:
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def _scalar_value(tag: str, value: float) -> bytes:
+    # Summary.Value: tag = 1 (string), simple_value = 2 (float, fixed32).
+    value = float(value)
+    try:
+        packed = struct.pack("<f", value)
+    except OverflowError:  # beyond float32 range
+        packed = struct.pack("<f", math.copysign(math.inf, value))
+    return _field_bytes(1, tag.encode()) + _varint(2 << 3 | 5) + packed
+
+
+def _event(
+    wall_time: float, step: int, summary: bytes | None = None, file_version: str | None = None
+) -> bytes:
+    # Event: wall_time = 1 (double), step = 2 (int64), file_version = 3, summary = 5.
+    out = _varint(1 << 3 | 1) + struct.pack("<d", wall_time) + _varint(2 << 3 | 0) + _varint(step)
+    if file_version is not None:
+        out += _field_bytes(3, file_version.encode())
+    if summary is not None:
+        out += _field_bytes(5, summary)
+    return out
+
+
+def _crc32c_table() -> list[int]:
+    table = []
+    for byte in range(256):
+        crc = byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0x82F63B78 if crc & 1 else crc >> 1
+        table.append(crc)
+    return table
+
+
+_CRC_TABLE = _crc32c_table()
+
+
+def _crc32c(data: bytes) -> int:
+    crc = 0xFFFFFFFF
+    for byte in data:
+        crc = _CRC_TABLE[(crc ^ byte) & 0xFF] ^ (crc >> 8)
+    return crc ^ 0xFFFFFFFF
+
+
+def _masked_crc(data: bytes) -> int:
+    crc = _crc32c(data)
+    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+# ------------------------------------------------------------------ progress bar
+
+
+class _ProgressBar:
+    """tqdm when installed, else a hand-made one-line bar; quiet redraws when stderr is a file."""
+
+    def __init__(self, total: float | None) -> None:
+        self.total = int(total) if total and math.isfinite(total) else None
+        interactive = sys.stderr.isatty()
+        # Redrawing every second into a log file would bloat it; every minute is plenty there.
+        self.interval = 1.0 if interactive else 60.0
+        self._last = 0.0
+        self._state: tuple[int, dict[str, str]] | None = None
+        self._tqdm: Any = None
+        self._has_tqdm = True
+
+    def _open_tqdm(self, step: int) -> Any:
+        # Created at the first update, so that a resumed run's rate does not count the restored steps.
+        try:
+            import tqdm
+        except ImportError:
+            self._has_tqdm = False
+            return None
+        return tqdm.tqdm(
+            total=self.total,
+            initial=int(step),
+            unit="step",
+            unit_scale=True,
+            dynamic_ncols=True,
+            file=sys.stderr,
+            mininterval=self.interval,
+            smoothing=0.05,
+        )
+
+    def update(self, step: int, postfix: dict[str, str], force: bool = False) -> None:
+        self._state = (step, postfix)
+        now = time.monotonic()
+        if now - self._last < self.interval and not force:
+            return
+        self._last = now
+        if self._tqdm is None and self._has_tqdm:
+            self._tqdm = self._open_tqdm(step)
+        if self._tqdm is not None:
+            self._tqdm.n = int(step)
+            self._tqdm.set_postfix(postfix, refresh=False)
+            self._tqdm.refresh()
+            return
+        total = f"/{self.total}" if self.total else ""
+        extras = " ".join(f"{k}={v}" for k, v in postfix.items())
+        end = "\r" if sys.stderr.isatty() else "\n"
+        print(f"step {step}{total} {extras}", end=end, file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self._state is not None:
+            self.update(*self._state, force=True)  # the final numbers, not the last throttled ones
+        if self._tqdm is not None:
+            self._tqdm.close()

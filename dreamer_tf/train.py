@@ -1,0 +1,254 @@
+"""Command line: train an agent on a task and write the run folder.
+
+    python -m dreamer_tf.train --task dmc_walker_walk --configs dmc_proprio size12m \\
+        --logdir ~/logdir/walker --run.steps 1e5 --agent dreamerv3
+    dreamer-tf --task dummy_disc --agent random --configs debug --run.steps 300
+
+``--configs`` stacks presets from ``dreamer_tf/configs.yaml`` over its
+``defaults``; any ``--a.b value`` overrides one key (unknown keys are errors).
+Running the same command again with the same ``--logdir`` resumes from the
+run's checkpoint. On resume the config is compared with the saved
+``config.yaml``: a difference in a key that changes the model or its data
+(``task``, ``agent_name``, ``agent.*``, ``replay_context``, the task's
+``env.<domain>.*``) is refused, since the checkpoint would not fit or would
+silently train a different agent; any other difference (``run.steps``,
+``run.log_every``, ...) is allowed, printed, and the new config is saved with
+the old one kept as ``config.before-<time>.yaml``.
+
+Exit codes: 0 done, 2 a problem the user can fix (the message says what),
+128 + signal number when stopped by SIGINT / SIGTERM after a final checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import functools
+import importlib
+import os
+import random
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dreamer_tf.config import Config, ConfigError, load_config
+
+AGENTS: dict[str, str] = {
+    "dreamerv3": "dreamer_tf.agent:Agent",
+    "random": "dreamer_tf.random_agent:RandomAgent",
+    "ppo": "dreamer_tf.ppo.agent:Agent",
+}
+
+# Keys whose change makes a checkpoint not fit or the resumed run a different experiment.
+MODEL_KEYS = ("task", "agent_name", "agent.", "replay_context")
+
+
+class AgentUnavailableError(ImportError):
+    """The chosen agent's module cannot be imported."""
+
+
+class ConfigMismatchError(ConfigError):
+    """A resumed run was started with a config that changes the model."""
+
+
+def resolve_agent(name: str) -> Any:
+    """The agent class registered as ``name`` in ``AGENTS``, imported on first use."""
+    if name not in AGENTS:
+        raise ConfigError(f"Unknown agent '{name}'. Choose one of: {', '.join(AGENTS)}.")
+    module_name, class_name = AGENTS[name].split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise AgentUnavailableError(
+            f"Agent '{name}' is not available: importing {module_name} failed ({error})."
+        ) from error
+    return getattr(module, class_name)
+
+
+def default_logdir(task: str) -> Path:
+    stamp = datetime.datetime.now().strftime("%Y%m%dT%H%M%S")
+    return Path("~/logdir/dreamer_tf").expanduser() / f"{task}-{stamp}"
+
+
+def parse_args(argv: list[str] | None) -> Config:
+    """Resolve the config from flags: presets, overrides, then task / agent / logdir."""
+    parser = argparse.ArgumentParser(
+        prog="dreamer-tf",
+        description="Train DreamerV3 (or the PPO / random baseline) on a task.",
+        epilog="Any config key can be overridden as --a.b value, e.g. --run.steps 1e5 --seed 1.",
+        allow_abbrev=False,
+    )
+    parser.add_argument("--task", help="<domain>_<task>, e.g. dmc_walker_walk (default: from the presets)")
+    parser.add_argument(
+        "--configs", nargs="+", default=[], help="presets from configs.yaml, applied in order"
+    )
+    parser.add_argument("--logdir", help="run folder; an existing one is resumed")
+    parser.add_argument("--agent", help=f"one of {', '.join(AGENTS)} (default: dreamerv3)")
+    args, overrides = parser.parse_known_args(argv)
+    presets = [name for item in args.configs for name in item.split(",") if name]
+    config = load_config(presets, overrides)
+    updates: dict[str, Any] = {}
+    if args.task:
+        updates["task"] = args.task
+    if args.agent:
+        updates["agent_name"] = args.agent
+    if args.logdir:
+        updates["logdir"] = args.logdir
+    config = config.update(updates) if updates else config
+    logdir = Path(config.logdir).expanduser() if config.logdir else default_logdir(config.task)
+    return config.update({"logdir": str(logdir.absolute())})
+
+
+def check_resume_config(config: Config, saved: Config) -> list[str]:
+    """Differences between ``saved`` and ``config``; raises for keys in ``MODEL_KEYS``.
+
+    The task's ``env.<domain>`` settings count as model keys too (they shape the observations).
+    """
+    from dreamer_tf.envs import split_task
+
+    new, old = config.flat(), saved.flat()
+    domain = split_task(config.task)[0]
+    model_keys = MODEL_KEYS + (f"env.{domain}.",)
+    changes, refused = [], []
+    for key in sorted(set(new) | set(old)):
+        if key == "logdir" or new.get(key, "<missing>") == old.get(key, "<missing>"):
+            continue
+        line = f"{key}: {old.get(key, '<missing>')!r} -> {new.get(key, '<missing>')!r}"
+        if key in model_keys or key.startswith(tuple(k for k in model_keys if k.endswith("."))):
+            refused.append(line)
+        else:
+            changes.append(line)
+    if refused:
+        raise ConfigMismatchError(
+            f"{config.logdir} holds a checkpoint trained with a different model config:\n  "
+            + "\n  ".join(refused)
+            + "\nRerun with the original flags (see its config.yaml) or choose a new --logdir."
+        )
+    return changes
+
+
+def save_config(config: Config, logdir: Path, resuming: bool) -> None:
+    path = logdir / "config.yaml"
+    if resuming and path.exists():
+        changes = check_resume_config(config, Config.load(path))
+        if changes:
+            print("Resuming with changed settings:\n  " + "\n  ".join(changes), file=sys.stderr)
+            stamp = datetime.datetime.now().strftime("%Y%m%dT%H%M%S")
+            path.rename(logdir / f"config.before-{stamp}.yaml")
+    config.save(path)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    if "keras" in sys.modules:
+        # Only when the agent brought Keras in: the random agent must not pay for importing it.
+        sys.modules["keras"].utils.set_random_seed(seed)
+
+
+def _make_env(task: str, config: Config, seed: int) -> Any:
+    from dreamer_tf import envs
+
+    return envs.make(task, config.update({"seed": seed}))
+
+
+def make_envs(config: Config, mode: str = "train") -> Any:
+    """A BatchEnv of ``run.envs`` (``run.eval_envs`` for mode ``eval``) environments of ``config.task``."""
+    from dreamer_tf.envs.parallel import BatchEnv
+
+    count = config.run.envs if mode == "train" else config.run.eval_envs
+    # Distinct seeds per environment; evaluation environments never share a seed with training ones.
+    offset = 0 if mode == "train" else 10_000
+    fns = [
+        functools.partial(_make_env, config.task, config, config.seed * 100_003 + offset + i)
+        for i in range(count)
+    ]
+    parallel = config.run.parallel
+    if parallel == "auto":
+        parallel = "process" if count > 1 else "none"
+    return BatchEnv(fns, parallel=parallel, timeout=config.run.episode_timeout)
+
+
+def make_replay(config: Config) -> Any:
+    from dreamer_tf.replay import Replay
+
+    length = config.batch_length + config.replay_context
+    capacity = int(config.replay.size)
+    if config.batch_size * length > capacity:
+        raise ConfigError(
+            f"replay.size {capacity} cannot hold one batch of batch_size {config.batch_size} x "
+            f"(batch_length + replay_context) {length} steps."
+        )
+    return Replay(length, capacity, online=config.replay.online, chunk=config.replay.chunk, seed=config.seed)
+
+
+def make_logger(config: Config, logdir: str | Path) -> Any:
+    from dreamer_tf.metrics import Logger
+
+    return Logger(logdir, total_steps=config.run.steps, progress=config.run.progress)
+
+
+def describe(config: Config) -> str:
+    """The settings a user wants to see confirmed when a run starts."""
+    run = config.run
+    ratio = run.train_ratio / (config.batch_size * config.batch_length)
+    lines = [
+        f"Task: {config.task}    Agent: {config.agent_name}    Seed: {config.seed}",
+        f"Logdir: {config.logdir}",
+        f"Env steps: {run.steps:.4g} in {run.envs} envs ({run.parallel})",
+        f"Batch: {config.batch_size} x {config.batch_length} (+{config.replay_context} context)",
+        f"Train ratio: {run.train_ratio:g} ({ratio:.4g} updates per env step)",
+        f"Replay: {config.replay.size:.4g} steps    Precision: {config.precision}",
+        f"Backend: {os.environ.get('KERAS_BACKEND', 'keras default')}",
+    ]
+    if config.agent_name == "dreamerv3":
+        dyn = config.agent.dyn
+        lines.append(f"Model: deter {dyn.deter}, hidden {dyn.hidden}, classes {dyn.classes}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m dreamer_tf.train`` and the ``dreamer-tf`` script."""
+    from dreamer_tf import loop
+    from dreamer_tf.checkpoint import Checkpoint, CheckpointError
+    from dreamer_tf.envs import UnknownTaskError, split_task
+    from dreamer_tf.envs.wrappers import MissingPackageError
+
+    try:
+        config = parse_args(argv)
+        split_task(config.task)  # an unknown task fails here, before a run folder exists
+        agent_class = resolve_agent(config.agent_name)
+        logdir = Path(config.logdir)
+        resuming = Checkpoint(logdir / "checkpoint").exists()
+        logdir.mkdir(parents=True, exist_ok=True)
+        save_config(config, logdir, resuming)
+    except (ConfigError, UnknownTaskError, AgentUnavailableError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(describe(config), file=sys.stderr)
+    if resuming:
+        print("Found a checkpoint: resuming.", file=sys.stderr)
+    seed_everything(config.seed)
+
+    def make_agent(obs_space: dict, act_space: dict, config: Config) -> Any:
+        return agent_class(obs_space, act_space, config)
+
+    try:
+        status = loop.train(make_agent, make_replay, make_envs, make_logger, config, logdir)
+    except (CheckpointError, ConfigError, MissingPackageError) as error:
+        # status.json already records the failure; the user needs the message, not a traceback.
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if status == "interrupted":
+        record = loop.read_status(logdir) or {}
+        signame = record.get("signal", "SIGINT")
+        import signal
+
+        return 128 + int(getattr(signal, signame, signal.SIGINT))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
