@@ -19,6 +19,15 @@ from dreamer_tf.envs.base import Env
 DOMAINS: dict[str, tuple[str, str]] = {
     "dummy": ("dreamer_tf.envs.dummy", "make"),
     "gym": ("dreamer_tf.envs.gym", "make"),
+    "atari": ("dreamer_tf.envs.atari", "make"),
+    "atari100k": ("dreamer_tf.envs.atari", "make_100k"),
+    "procgen": ("dreamer_tf.envs.procgen", "make"),
+    "dmc": ("dreamer_tf.envs.dmc", "make"),
+    "dmlab": ("dreamer_tf.envs.dmlab", "make"),
+    "bsuite": ("dreamer_tf.envs.bsuite", "make"),
+    "minecraft": ("dreamer_tf.envs.minecraft", "make"),
+    "crafter": ("dreamer_tf.envs.crafter", "make"),
+    "memory_maze": ("dreamer_tf.envs.memory_maze", "make"),
 }
 
 

@@ -1,0 +1,119 @@
+"""DeepMind Control Suite through dm_control, for the proprio and vision benchmarks.
+
+Task names are ``<domain>_<task>`` as in the published data (``walker_walk``,
+``ball_in_cup_catch``, ``cartpole_balance_sparse``). ``config.env.dmc`` selects the
+observations: ``proprio`` keeps the suite's vectors (each flattened to 1-D), ``image``
+adds a 64x64 ``image`` rendered from ``camera`` (-1: the official per-domain default,
+camera 2 for quadruped and 0 otherwise). With ``image`` false the official code still
+renders every frame as ``log/image`` for videos; here that needs ``log_image`` true, because
+software rendering (osmesa) costs 20-40 ms a frame, far more than the physics of a proprio
+step. Actions are rescaled to [-1, 1].
+
+MuJoCo's OpenGL backend is chosen before mujoco is imported: ``MUJOCO_GL=egl`` where
+an NVIDIA GPU is visible and ``osmesa`` (software, ``apt-get install libosmesa6``)
+otherwise, unless the user set ``MUJOCO_GL``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from typing import Any
+
+import numpy as np
+
+from dreamer_tf.envs.base import Env
+from dreamer_tf.envs.wrappers import ActionRepeat, FromDM, Wrapper, require, standardize
+from dreamer_tf.spaces import Space
+
+INSTALL = (
+    "pip install dm-control==1.0.50 mujoco==3.17.0   (and apt-get install -y libosmesa6 for CPU rendering)"
+)
+
+DEFAULT_CAMERAS = {"quadruped": 2, "rodent": 4}
+
+# Domains whose suite name contains an underscore, so "<domain>_<task>" is split after it.
+MULTIWORD_DOMAINS = ("ball_in_cup", "point_mass")
+
+
+def configure_mujoco_gl() -> str:
+    """Set ``MUJOCO_GL`` (egl with an NVIDIA GPU, osmesa without) unless the user did; return it."""
+    if "MUJOCO_GL" not in os.environ:
+        gpu = shutil.which("nvidia-smi") is not None or os.path.exists("/dev/nvidia0")
+        os.environ["MUJOCO_GL"] = "egl" if gpu else "osmesa"
+    if os.environ["MUJOCO_GL"] in ("egl", "osmesa"):
+        os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
+    return os.environ["MUJOCO_GL"]
+
+
+def split_name(name: str) -> tuple[str, str]:
+    """``"ball_in_cup_catch"`` -> ``("ball_in_cup", "catch")``; ``"cup_catch"`` is accepted too."""
+    for domain in MULTIWORD_DOMAINS:
+        if name.startswith(domain + "_"):
+            return domain, name[len(domain) + 1 :]
+    domain, task = name.split("_", 1)
+    return ("ball_in_cup" if domain == "cup" else domain), task
+
+
+class DMC(Wrapper):
+    """A control suite task with vector and/or rendered image observations."""
+
+    def __init__(
+        self,
+        name: str,
+        repeat: int = 1,
+        size: tuple[int, int] = (64, 64),
+        proprio: bool = True,
+        image: bool = True,
+        camera: int = -1,
+        log_image: bool = False,
+        seed: int | None = None,
+    ) -> None:
+        configure_mujoco_gl()
+        suite = require("dm_control.suite", "dm-control", INSTALL)
+        domain, task = split_name(name)
+        if (domain, task) not in suite.ALL_TASKS:
+            known = ", ".join(f"{d}_{t}" for d, t in suite.ALL_TASKS)
+            raise ValueError(f"dm_control has no task '{name}'. Known: {known}")
+        self._camera = DEFAULT_CAMERAS.get(domain, 0) if camera == -1 else camera
+        self._dmenv = suite.load(domain, task, task_kwargs={"random": seed})
+        env: Env = FromDM(self._dmenv, flatten=True)
+        super().__init__(ActionRepeat(env, repeat) if repeat > 1 else env)
+        self._size = tuple(int(x) for x in size)
+        self._proprio = proprio
+        self._image_key = "image" if image else ("log/image" if log_image else None)
+
+    @property
+    def obs_space(self) -> dict[str, Space]:
+        spaces = self.env.obs_space
+        if not self._proprio:
+            spaces = {k: spaces[k] for k in ("reward", "is_first", "is_last", "is_terminal")}
+        if self._image_key:
+            spaces = {**spaces, self._image_key: Space(np.uint8, (*self._size, 3))}
+        return spaces
+
+    def step(self, action: dict[str, Any]) -> dict[str, np.ndarray]:
+        if not action["reset"]:
+            value = np.asarray(action["action"])
+            assert np.isfinite(value).all(), f"non-finite action {value}"
+        obs = self.env.step(action)
+        if not self._proprio:
+            obs = {k: obs[k] for k in ("reward", "is_first", "is_last", "is_terminal")}
+        if self._image_key:
+            height, width = self._size
+            obs[self._image_key] = self._dmenv.physics.render(height, width, camera_id=self._camera)
+        return obs
+
+    def close(self) -> None:
+        # Free the render context now rather than at interpreter exit, when dm_control's
+        # executor is already shut down and prints errors.
+        with contextlib.suppress(Exception):
+            self._dmenv.physics.free()
+
+
+def make(task: str, config: Any) -> Env:
+    """``dmc_<domain>_<task>`` with ``config.env.dmc`` (the dmc_proprio / dmc_vision presets set it)."""
+    settings = dict(config.env.dmc)
+    settings["size"] = tuple(settings["size"])
+    return standardize(DMC(task, **settings))
