@@ -1,0 +1,211 @@
+"""symlog, symexp bins, twohot, symmetric expectation and λ-returns against plain numpy references."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from keras import ops
+
+from dreamer_tf import ops as dops
+
+
+def to_numpy(x) -> np.ndarray:
+    return np.asarray(ops.convert_to_numpy(x))
+
+
+def naive_twohot(target: float, bins: np.ndarray) -> np.ndarray:
+    """Twohot encoding written as a plain loop over the bins."""
+    weights = np.zeros(len(bins), np.float64)
+    if target <= bins[0]:
+        weights[0] = 1.0
+        return weights
+    if target >= bins[-1]:
+        weights[-1] = 1.0
+        return weights
+    for k in range(len(bins) - 1):
+        lo, hi = float(bins[k]), float(bins[k + 1])
+        if lo <= target < hi:
+            weights[k] = (hi - target) / (hi - lo)
+            weights[k + 1] = (target - lo) / (hi - lo)
+            return weights
+    raise AssertionError(f"target {target} not bracketed")
+
+
+def naive_lambda_return(last, term, rew, val, boot, disc, lam):
+    """R_t = r_{t+1} + γ c_{t+1} ((1 − λ_{t+1}) boot_{t+1} + λ_{t+1} R_{t+1}), R_{T−1} = boot_{T−1}."""
+    del val  # the official signature carries it but the recursion only uses boot
+    N, T = rew.shape
+    out = np.zeros((N, T - 1), np.float64)
+    for n in range(N):
+        ret = float(boot[n, T - 1])
+        for t in reversed(range(T - 1)):
+            live = disc * (1.0 - float(term[n, t + 1]))
+            lam_next = lam * (1.0 - float(last[n, t + 1]))
+            ret = rew[n, t + 1] + live * ((1.0 - lam_next) * boot[n, t + 1] + lam_next * ret)
+            out[n, t] = ret
+    return out
+
+
+# ---------------------------------------------------------------- symlog / symexp
+
+EXTREME = np.array(
+    [-1e8, -3e4, -100.0, -2.5, -1.0, -1e-3, 0.0, 1e-3, 0.5, 1.0, 7.0, 1e3, 5e5, 1e8], np.float32
+)
+
+
+def test_symlog_matches_sign_log1p():
+    x = EXTREME
+    expected = np.sign(x) * np.log1p(np.abs(x.astype(np.float64)))
+    np.testing.assert_allclose(to_numpy(dops.symlog(x)), expected, rtol=1e-6, atol=1e-7)
+
+
+def test_symexp_inverts_symlog_including_large_and_negative_values():
+    x = EXTREME
+    np.testing.assert_allclose(to_numpy(dops.symexp(dops.symlog(x))), x, rtol=1e-5, atol=1e-6)
+    y = np.linspace(-20.0, 20.0, 101, dtype=np.float32)
+    np.testing.assert_allclose(to_numpy(dops.symlog(dops.symexp(y))), y, rtol=1e-5, atol=1e-6)
+    assert to_numpy(dops.symexp(np.float32(0.0))) == 0.0
+    assert to_numpy(dops.symlog(np.float32(-3.0))) < 0
+
+
+# ---------------------------------------------------------------- bins and twohot
+
+
+def test_symexp_bins_are_exactly_symmetric():
+    bins = dops.symexp_bins(255)
+    assert bins.shape == (255,) and bins.dtype == np.float32
+    np.testing.assert_array_equal(bins, -bins[::-1])
+    assert bins[127] == 0.0
+    assert np.all(np.diff(bins) > 0)
+    np.testing.assert_allclose(bins[-1], np.expm1(20.0), rtol=1e-6)
+    np.testing.assert_allclose(bins[0], -np.expm1(20.0), rtol=1e-6)
+    # Every bin is symexp of the evenly spaced grid, up to float32 rounding.
+    reference = np.sign(np.linspace(-20, 20, 255)) * np.expm1(np.abs(np.linspace(-20, 20, 255)))
+    np.testing.assert_allclose(bins, reference, rtol=1e-5, atol=1e-6)
+
+
+def test_symexp_bins_even_count_symmetric():
+    bins = dops.symexp_bins(8)
+    np.testing.assert_array_equal(bins, -bins[::-1])
+
+
+TARGETS = np.array(
+    [0.0, 1e-4, -1e-4, 0.3, -0.7, 1.0, -2.5, 13.0, -150.0, 3e3, -4e4, 1e6, -2.2e7, 4.5e8], np.float32
+)
+
+
+def test_twohot_matches_naive_loop_and_decodes_back():
+    bins = dops.symexp_bins(255)
+    encoded = to_numpy(dops.twohot(TARGETS, bins))
+    assert encoded.shape == (len(TARGETS), 255)
+    for target, row in zip(TARGETS, encoded):
+        reference = naive_twohot(float(target), bins.astype(np.float64))
+        np.testing.assert_allclose(row, reference, atol=2e-5, err_msg=f"target {target}")
+        np.testing.assert_allclose(row.sum(), 1.0, rtol=1e-6)
+        nonzero = np.flatnonzero(row)
+        assert 1 <= len(nonzero) <= 2, (target, nonzero)
+        if len(nonzero) == 2:
+            assert nonzero[1] == nonzero[0] + 1, (target, nonzero)
+        assert np.all(row >= 0)
+        decoded = float(np.sum(row.astype(np.float64) * bins))
+        np.testing.assert_allclose(decoded, float(target), rtol=1e-5, atol=1e-5)
+
+
+def test_twohot_exact_bin_and_batch_shape():
+    bins = dops.symexp_bins(255)
+    target = np.stack([bins[[3, 127, 200]], bins[[0, 254, 128]]]).astype(np.float32)
+    encoded = to_numpy(dops.twohot(target, bins))
+    assert encoded.shape == (2, 3, 255)
+    for index, k in np.ndenumerate(np.array([[3, 127, 200], [0, 254, 128]])):
+        row = encoded[index]
+        assert row[k] == pytest.approx(1.0) and row.sum() == pytest.approx(1.0), (index, k)
+
+
+def test_twohot_beyond_the_edges_goes_to_outermost_bin():
+    bins = dops.symexp_bins(255)
+    encoded = to_numpy(dops.twohot(np.array([1e10, -1e10, np.float32(np.expm1(20.0)) * 2], np.float32), bins))
+    assert encoded[0, -1] == 1.0 and encoded[0].sum() == 1.0
+    assert encoded[1, 0] == 1.0 and encoded[1].sum() == 1.0
+    assert encoded[2, -1] == 1.0 and encoded[2].sum() == 1.0
+
+
+def test_twohot_small_bins_linear_weights():
+    bins = np.array([-2.0, -1.0, 0.0, 1.0, 2.0], np.float32)
+    encoded = to_numpy(dops.twohot(np.array([0.25, -1.5, 1.9], np.float32), bins))
+    np.testing.assert_allclose(encoded[0], [0, 0, 0.75, 0.25, 0])
+    np.testing.assert_allclose(encoded[1], [0.5, 0.5, 0, 0, 0])
+    np.testing.assert_allclose(encoded[2], [0, 0, 0, 0.1, 0.9], atol=1e-6)
+
+
+# ---------------------------------------------------------------- symmetric expectation
+
+
+@pytest.mark.parametrize("num", [255, 5, 8])
+def test_symmetric_expectation_equals_weighted_sum(num):
+    bins = dops.symexp_bins(num)
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(6, num)) * 3
+    probs = (np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)).astype(np.float32)
+    result = to_numpy(dops.symmetric_expectation(probs, bins))
+    expected = (probs.astype(np.float64) * bins.astype(np.float64)).sum(-1)
+    scale = np.abs(probs * bins).max(-1)
+    np.testing.assert_allclose(result, expected, rtol=1e-5, atol=0)
+    assert np.all(np.abs(result - expected) <= 1e-5 * scale + 1e-7), (result, expected)
+
+
+@pytest.mark.parametrize("num", [255, 5, 8])
+def test_symmetric_expectation_is_exactly_zero_for_uniform(num):
+    bins = dops.symexp_bins(num)
+    probs = ops.softmax(ops.zeros((3, num)), -1)
+    assert np.all(to_numpy(dops.symmetric_expectation(probs, bins)) == 0.0)
+    symmetric = np.random.default_rng(1).random((4, num)).astype(np.float32)
+    symmetric = symmetric + symmetric[:, ::-1]
+    assert np.all(to_numpy(dops.symmetric_expectation(symmetric, bins)) == 0.0)
+
+
+# ---------------------------------------------------------------- λ-returns
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_lambda_return_matches_naive_loop(seed):
+    rng = np.random.default_rng(seed)
+    N, T = 5, 12
+    last = rng.random((N, T)) < 0.2
+    term = last & (rng.random((N, T)) < 0.5)
+    rew = rng.normal(size=(N, T)).astype(np.float32)
+    val = rng.normal(size=(N, T)).astype(np.float32)
+    boot = rng.normal(size=(N, T)).astype(np.float32)
+    disc, lam = 0.97, 0.9
+    result = to_numpy(dops.lambda_return(last, term, rew, val, boot, disc, lam))
+    expected = naive_lambda_return(last, term, rew, val, boot, disc, lam)
+    assert result.shape == (N, T - 1)
+    np.testing.assert_allclose(result, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_lambda_return_special_cases():
+    rng = np.random.default_rng(3)
+    N, T = 3, 6
+    rew = rng.normal(size=(N, T)).astype(np.float32)
+    boot = rng.normal(size=(N, T)).astype(np.float32)
+    zeros = np.zeros((N, T), bool)
+    # λ = 0: one-step TD targets r_{t+1} + γ boot_{t+1}.
+    td = to_numpy(dops.lambda_return(zeros, zeros, rew, boot, boot, 0.9, 0.0))
+    np.testing.assert_allclose(td, rew[:, 1:] + 0.9 * boot[:, 1:], rtol=1e-6)
+    # λ = 1 without episode ends: discounted reward sum bootstrapped at the end.
+    mc = to_numpy(dops.lambda_return(zeros, zeros, rew, boot, boot, 0.9, 1.0))
+    for t in range(T - 1):
+        expected = (
+            sum(0.9**k * rew[:, t + 1 + k] for k in range(T - 1 - t)) + 0.9 ** (T - 1 - t) * boot[:, -1]
+        )
+        np.testing.assert_allclose(mc[:, t], expected, rtol=1e-5)
+    # A terminal step ends the return: nothing after it leaks back.
+    term = zeros.copy()
+    term[:, 3] = True
+    cut = to_numpy(dops.lambda_return(term, term, rew, boot, boot, 0.9, 1.0))
+    np.testing.assert_allclose(cut[:, 2], rew[:, 3], rtol=1e-6)
+
+
+def test_masked_mean():
+    x = np.array([1.0, 2.0, 3.0, 4.0], np.float32)
+    assert float(to_numpy(dops.masked_mean(x, np.array([1, 0, 1, 0])))) == pytest.approx(2.0)
+    assert float(to_numpy(dops.masked_mean(x, np.zeros(4)))) == 0.0
