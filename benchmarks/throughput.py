@@ -22,12 +22,18 @@ import time
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--configs", nargs="*", default=["size12m"], help="presets to stack (default size12m)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--configs", nargs="*", default=["size12m"], help="presets to stack (default size12m)"
+    )
     parser.add_argument("--backend", choices=["tensorflow", "jax"], default=None, help="Keras backend")
     parser.add_argument("--precision", choices=["auto", "float32", "bfloat16", "float16"], default=None)
     parser.add_argument("--updates", type=int, default=10, help="timed train updates (after compiling)")
-    parser.add_argument("--seconds", type=float, default=0.0, help="time train updates for at least this long")
+    parser.add_argument(
+        "--seconds", type=float, default=0.0, help="time train updates for at least this long"
+    )
     parser.add_argument("--envs", type=int, default=16, help="environments per policy call")
     parser.add_argument("--policy-steps", type=int, default=50, help="timed policy calls")
     parser.add_argument("--xla", action="store_true", help="TensorFlow: compile with XLA (jit_compile)")

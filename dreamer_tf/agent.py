@@ -56,9 +56,14 @@ class DreamerModel(keras.layers.Layer):
         return (
             ops.zeros((batch_size, rssm.deter), "float32"),
             ops.zeros((batch_size, rssm.stoch, rssm.classes), "float32"),
-            ops.zeros((batch_size, sum(s.classes if s.discrete else math.prod(s.shape)
-                                       for s in self.act_space.values())), "float32"),
-        )  # fmt: skip
+            ops.zeros(
+                (
+                    batch_size,
+                    sum(s.classes if s.discrete else math.prod(s.shape) for s in self.act_space.values()),
+                ),
+                "float32",
+            ),
+        )
 
     def policy_step(self, obs: dict, carry: tuple, sample: bool = True):
         """Observe one step of every environment and act. Pure apart from the seed generator."""
@@ -71,7 +76,9 @@ class DreamerModel(keras.layers.Layer):
             ops.cast(deter, self.compute_dtype), stoch, prev_action, tokens, obs["is_first"], noise
         )
         feat = self.wm.feat(deter, stoch)
-        actions, vector = self.ac.act(feat, self.ac.draw_noise((n,), self.seeds), "sample" if sample else "mode")
+        actions, vector = self.ac.act(
+            feat, self.ac.draw_noise((n,), self.seeds), "sample" if sample else "mode"
+        )
         for key, space in self.act_space.items():
             if not space.discrete:
                 actions[key] = ops.clip(actions[key], -1.0, 1.0)
@@ -148,7 +155,9 @@ class DreamerModel(keras.layers.Layer):
             boot = ops.reshape(ret[:, 0], (B, T))
             last = ops.cast(obs["is_last"], "float32")
             term = ops.cast(obs["is_terminal"], "float32")
-            losses.update(self.ac.repl_loss(rep_feat, last, term, ops.cast(obs["reward"], "float32"), boot, training))
+            losses.update(
+                self.ac.repl_loss(rep_feat, last, term, ops.cast(obs["reward"], "float32"), boot, training)
+            )
 
         missing = set(losses) ^ set(self.scales)
         assert not missing, f"losses {sorted(losses)} do not match scales {sorted(self.scales)}"
@@ -177,9 +186,13 @@ class Agent:
                     "Wrap the environment so its actions are rescaled (dreamer_tf.envs.gym does this)."
                 )
         self.precision = steps.resolve_precision(config.precision)
-        policy = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}[self.precision]
-        self.model = DreamerModel(obs_space, act_space, config, seed=config.seed, name="dreamer",
-                                  dtype=keras.DTypePolicy(policy))  # fmt: skip
+        keras.utils.set_random_seed(config.seed)
+        policy = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}[
+            self.precision
+        ]
+        self.model = DreamerModel(
+            obs_space, act_space, config, seed=config.seed, name="dreamer", dtype=keras.DTypePolicy(policy)
+        )
         self.optimizer = make_optimizer(config.agent.opt, loss_scale=self.precision == "float16")
         self.runner = steps.make_runner(self.model, self.optimizer, jit=config.jit, xla=config.xla)
         self._rng = np.random.default_rng(config.seed)
@@ -190,11 +203,18 @@ class Agent:
 
     def param_summary(self) -> str:
         lines = [f"DreamerV3 with {self.param_count:,} trainable parameters:"]
-        for name, layer in [("encoder", self.model.wm.encoder), ("rssm", self.model.wm.rssm),
-                            ("decoder", self.model.wm.decoder), ("reward", self.model.wm.reward),
-                            ("continue", self.model.wm.cont), ("value", self.model.ac.value)]:  # fmt: skip
+        for name, layer in [
+            ("encoder", self.model.wm.encoder),
+            ("rssm", self.model.wm.rssm),
+            ("decoder", self.model.wm.decoder),
+            ("reward", self.model.wm.reward),
+            ("continue", self.model.wm.cont),
+            ("value", self.model.ac.value),
+        ]:
             lines.append(f"{sum(math.prod(v.shape) for v in layer.trainable_variables):>14,} {name}")
-        actor = sum(math.prod(v.shape) for head in self.model.ac.actor.values() for v in head.trainable_variables)
+        actor = sum(
+            math.prod(v.shape) for head in self.model.ac.actor.values() for v in head.trainable_variables
+        )
         lines.append(f"{actor:>14,} actor")
         return "\n".join(lines)
 
@@ -204,7 +224,9 @@ class Agent:
     def policy(self, obs: dict, state: Any, mode: str = "train") -> tuple[dict, Any, dict]:
         n = len(obs["is_first"])
         if mode == "random":
-            actions = {k: np.stack([s.sample(self._rng) for _ in range(n)]) for k, s in self.act_space.items()}
+            actions = {
+                k: np.stack([s.sample(self._rng) for _ in range(n)]) for k, s in self.act_space.items()
+            }
             return actions, state, {}
         inputs = {}
         for key in self.model.keys:
@@ -216,7 +238,9 @@ class Agent:
                     f"declares {space.shape} ({space})."
                 )
             if value.dtype != space.dtype and not (value.dtype.kind == space.dtype.kind != "u"):
-                raise ValueError(f"Observation '{key}' has dtype {value.dtype} but its space declares {space}.")
+                raise ValueError(
+                    f"Observation '{key}' has dtype {value.dtype} but its space declares {space}."
+                )
             inputs[key] = value
         actions, state, extra = self.runner.policy(inputs, state)
         actions = {k: v.astype(self.act_space[k].dtype) for k, v in actions.items()}

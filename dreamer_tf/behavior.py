@@ -23,7 +23,9 @@ class Normalize(keras.layers.Layer):
     the accumulated weight, as for Adam's moments.
     """
 
-    def __init__(self, impl: str, rate: float, limit: float, perclo: float, perchi: float, debias: bool, **kw):
+    def __init__(
+        self, impl: str, rate: float, limit: float, perclo: float, perchi: float, debias: bool, **kw
+    ):
         super().__init__(**kw)
         if impl not in ("perc", "meanstd", "none"):
             raise ValueError(f"Unknown normaliser '{impl}'; valid: perc, meanstd, none.")
@@ -77,21 +79,68 @@ class ActorCritic(keras.layers.Layer):
             space = act_space[key]
             if space.discrete:
                 assert space.shape == (), f"Discrete action '{key}' must be a scalar, got {space}"
-                head = Head(feat_size, "categorical", (), p.layers, p.units, p.act, p.norm, p.outscale,
-                            classes=space.classes, unimix=p.unimix, name=f"pol_{key}", dtype=policy)  # fmt: skip
+                head = Head(
+                    feat_size,
+                    "categorical",
+                    (),
+                    p.layers,
+                    p.units,
+                    p.act,
+                    p.norm,
+                    p.outscale,
+                    classes=space.classes,
+                    unimix=p.unimix,
+                    name=f"pol_{key}",
+                    dtype=policy,
+                )
             else:
-                head = Head(feat_size, "bounded_normal", space.shape, p.layers, p.units, p.act, p.norm,
-                            p.outscale, minstd=p.minstd, maxstd=p.maxstd, name=f"pol_{key}", dtype=policy)  # fmt: skip
+                head = Head(
+                    feat_size,
+                    "bounded_normal",
+                    space.shape,
+                    p.layers,
+                    p.units,
+                    p.act,
+                    p.norm,
+                    p.outscale,
+                    minstd=p.minstd,
+                    maxstd=p.maxstd,
+                    name=f"pol_{key}",
+                    dtype=policy,
+                )
             self.actor[key] = head
-        self.value = Head(feat_size, v.output, (), v.layers, v.units, v.act, v.norm, v.outscale, v.bins,
-                          name="val", dtype=policy)  # fmt: skip
-        self.slow_value = Head(feat_size, v.output, (), v.layers, v.units, v.act, v.norm, v.outscale, v.bins,
-                               name="slowval", dtype=policy)  # fmt: skip
+        self.value = Head(
+            feat_size,
+            v.output,
+            (),
+            v.layers,
+            v.units,
+            v.act,
+            v.norm,
+            v.outscale,
+            v.bins,
+            name="val",
+            dtype=policy,
+        )
+        self.slow_value = Head(
+            feat_size,
+            v.output,
+            (),
+            v.layers,
+            v.units,
+            v.act,
+            v.norm,
+            v.outscale,
+            v.bins,
+            name="slowval",
+            dtype=policy,
+        )
         self.slow_value.trainable = False  # the setter also freezes the sublayers
         for target, source in zip(self.slow_value.weights, self.value.weights):
             target.assign(source)
-        self.slow_count = self.add_weight(shape=(), initializer="zeros", dtype="float32", trainable=False,
-                                          name="slow_count")  # fmt: skip
+        self.slow_count = self.add_weight(
+            shape=(), initializer="zeros", dtype="float32", trainable=False, name="slow_count"
+        )
         self.retnorm = Normalize(**config.retnorm, name="retnorm")
         self.valnorm = Normalize(**config.valnorm, name="valnorm")
         self.advnorm = Normalize(**config.advnorm, name="advnorm")

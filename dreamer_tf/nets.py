@@ -151,7 +151,8 @@ class MLP(keras.layers.Layer):
         super().__init__(**kwargs)
         sizes = [inputs] + [units] * layers
         self.layers_ = [
-            Dense(sizes[i], units, act, norm, name=f"dense{i}", dtype=self.dtype_policy) for i in range(layers)
+            Dense(sizes[i], units, act, norm, name=f"dense{i}", dtype=self.dtype_policy)
+            for i in range(layers)
         ]
         self.outputs = sizes[-1]
 
@@ -159,6 +160,17 @@ class MLP(keras.layers.Layer):
         for layer in self.layers_:
             x = layer(x)
         return x
+
+
+def upsample(x):
+    """Nearest-neighbour 2× upsampling of (N, H, W, C) by broadcasting.
+
+    Unlike ``repeat``, whose gradient is a scatter-add (slow under XLA on CPU), the
+    gradient of a broadcast is a plain sum.
+    """
+    _, h, w, c = x.shape
+    x = ops.broadcast_to(x[:, :, None, :, None, :], (ops.shape(x)[0], h, 2, w, 2, c))
+    return ops.reshape(x, (-1, 2 * h, 2 * w, c))
 
 
 def split_obs_keys(obs_space: dict[str, Space]) -> tuple[list[str], list[str]]:
@@ -240,7 +252,9 @@ class Encoder(keras.layers.Layer):
             x = ops.cast(x / 255.0 - 0.5, self.compute_dtype)
             for conv, norm in zip(self.convs, self.conv_norms):
                 x = conv(x)
-                x = ops.max_pool(x, pool_size=2, strides=2, padding="valid")
+                # 2×2 max-pool as reshape + max: XLA's gradient of reduce_window is slow on CPU.
+                _, h, w, c = x.shape
+                x = ops.max(ops.reshape(x, (-1, h // 2, 2, w // 2, 2, c)), axis=(2, 4))
                 if norm is not None:
                     x = norm(x)
                 x = self.act(x)
@@ -304,7 +318,9 @@ class Decoder(keras.layers.Layer):
                 self.convs.append(Conv2D(channels, depths[i], kernel, name=f"conv{i}", dtype=policy))
                 self.conv_norms.append(make_norm(norm, depths[i], f"conv{i}norm", policy))
                 channels = depths[i]
-            self.img_out = Conv2D(channels, sum(self.img_channels), kernel, outscale, name="imgout", dtype=policy)
+            self.img_out = Conv2D(
+                channels, sum(self.img_channels), kernel, outscale, name="imgout", dtype=policy
+            )
             self.last_depth = depths[-1]
 
     def call(self, deter, stoch) -> dict:
@@ -332,12 +348,12 @@ class Decoder(keras.layers.Layer):
                 x = self.space_norm(x)
             x = self.act(x)
             for conv, norm in zip(self.convs, self.conv_norms):
-                x = ops.repeat(ops.repeat(x, 2, axis=1), 2, axis=2)
+                x = upsample(x)
                 x = conv(x)
                 if norm is not None:
                     x = norm(x)
                 x = self.act(x)
-            x = ops.repeat(ops.repeat(x, 2, axis=1), 2, axis=2)
+            x = upsample(x)
             x = ops.sigmoid(ops.cast(self.img_out(x), "float32"))
             splits = np.cumsum(self.img_channels)[:-1].tolist()
             parts = ops.split(x, splits, axis=-1) if splits else [x]

@@ -6,6 +6,7 @@ reference test in ``tests/unit``.
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 from keras import ops
 
@@ -100,6 +101,24 @@ def lambda_return(last, term, rew, val, boot, disc: float, lam: float):
         ret = interm[:, t] + live[:, t] * cont[:, t] * ret
         rets.append(ret)
     return ops.stack(rets[::-1], 1)
+
+
+def scan(fn, init, xs, unroll: bool = False):
+    """``keras.ops.scan`` over axis 0, or a Python loop when ``unroll`` is set.
+
+    ``fn(carry, x) -> (carry, y)``. Unrolling gives the compiler one straight-line
+    graph: TensorFlow's XLA cannot compile the gradient of a dynamic while loop,
+    and on the CPU the fused, unrolled graph runs several times faster.
+    The lengths here are static and short (replay chunks, 15 imagined steps).
+    """
+    if not unroll:
+        return ops.scan(fn, init, xs)
+    length = keras.tree.flatten(xs)[0].shape[0]
+    carry, ys = init, []
+    for t in range(length):
+        carry, y = fn(carry, keras.tree.map_structure(lambda x, t=t: x[t], xs))
+        ys.append(y)
+    return carry, keras.tree.map_structure(lambda *v: ops.stack(v, 0), *ys)
 
 
 def masked_mean(x, mask):

@@ -92,18 +92,28 @@ class LaProp(keras.optimizers.Optimizer):
     def get_config(self) -> dict:
         config = super().get_config()
         config.update(
-            agc=self.agc, pmin=self.pmin, beta1=self.beta1, beta2=self.beta2, epsilon=self.epsilon,
+            agc=self.agc,
+            pmin=self.pmin,
+            beta1=self.beta1,
+            beta2=self.beta2,
+            epsilon=self.epsilon,
             order=self.order,
-        )  # fmt: skip
+        )
         return config
 
 
 def make_optimizer(opt, loss_scale: bool = False) -> keras.optimizers.Optimizer:
     """Build the optimizer from ``config.agent.opt``; float16 wraps it in dynamic loss scaling."""
     optimizer = LaProp(
-        learning_rate=opt.lr, agc=opt.agc, pmin=opt.pmin, beta1=opt.beta1, beta2=opt.beta2,
-        epsilon=opt.eps, warmup=opt.warmup, order=opt.optimizer,
-    )  # fmt: skip
+        learning_rate=opt.lr,
+        agc=opt.agc,
+        pmin=opt.pmin,
+        beta1=opt.beta1,
+        beta2=opt.beta2,
+        epsilon=opt.eps,
+        warmup=opt.warmup,
+        order=opt.optimizer,
+    )
     if loss_scale:
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer, dynamic_growth_steps=1000)
     return optimizer

@@ -13,6 +13,7 @@ import keras
 from keras import ops
 
 from dreamer_tf import distributions as dists
+from dreamer_tf import ops as dops
 from dreamer_tf.nets import BlockLinear, Dense, Linear, activation, make_norm
 
 sg = ops.stop_gradient
@@ -36,6 +37,7 @@ class RSSM(keras.layers.Layer):
         dynlayers: int,
         blocks: int,
         free_nats: float,
+        unroll: bool = False,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -43,6 +45,7 @@ class RSSM(keras.layers.Layer):
         self.deter, self.hidden, self.stoch, self.classes = deter, hidden, stoch, classes
         self.blocks, self.unimix, self.free_nats = blocks, unimix, free_nats
         self.action_size = action_size
+        self.unroll = unroll
         policy = self.dtype_policy
         self.act = activation(act)
         flat = stoch * classes
@@ -58,10 +61,14 @@ class RSSM(keras.layers.Layer):
             width = deter
         self.gru = BlockLinear(width, 3 * deter, blocks, name="dyngru", dtype=policy)
         sizes = [deter + token_size] + [hidden] * obslayers
-        self.obs_layers = [Dense(sizes[i], hidden, act, norm, name=f"obs{i}", dtype=policy) for i in range(obslayers)]
+        self.obs_layers = [
+            Dense(sizes[i], hidden, act, norm, name=f"obs{i}", dtype=policy) for i in range(obslayers)
+        ]
         self.obs_logit = Linear(sizes[-1], flat, outscale, name="obslogit", dtype=policy)
         sizes = [deter] + [hidden] * imglayers
-        self.img_layers = [Dense(sizes[i], hidden, act, norm, name=f"prior{i}", dtype=policy) for i in range(imglayers)]
+        self.img_layers = [
+            Dense(sizes[i], hidden, act, norm, name=f"prior{i}", dtype=policy) for i in range(imglayers)
+        ]
         self.img_logit = Linear(sizes[-1], flat, outscale, name="priorlogit", dtype=policy)
 
     @property
@@ -160,7 +167,7 @@ class RSSM(keras.layers.Layer):
 
         inputs = (swap(prev_actions), swap(tokens), swap(is_first), swap(noise))
         init = (deter, stoch, ops.zeros_like(noise[:, 0]))
-        _, (deters, stochs, logits) = ops.scan(step, init, inputs)
+        _, (deters, stochs, logits) = dops.scan(step, init, inputs, self.unroll)
         return swap(deters), swap(stochs), swap(logits)
 
     def kl_losses(self, post_logits, prior_logits):

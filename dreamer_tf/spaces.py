@@ -71,13 +71,9 @@ class Space:
         """Raise a ValueError naming ``key`` if ``value`` does not fit this space."""
         array = np.asarray(value)
         if array.shape != self.shape:
-            raise ValueError(
-                f"'{key}' has shape {array.shape} but its space declares {self.shape} ({self})."
-            )
+            raise ValueError(f"'{key}' has shape {array.shape} but its space declares {self.shape} ({self}).")
         if array.dtype != self.dtype and not _compatible(array.dtype, self.dtype):
-            raise ValueError(
-                f"'{key}' has dtype {array.dtype} but its space declares {self.dtype} ({self})."
-            )
+            raise ValueError(f"'{key}' has dtype {array.dtype} but its space declares {self.dtype} ({self}).")
 
     def __eq__(self, other: object) -> bool:
         return (

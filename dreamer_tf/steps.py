@@ -98,7 +98,7 @@ class TensorFlowRunner:
         self.tf = tf
         self.model, self.optimizer = model, optimizer
         self.scaling = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
-        wrap = (lambda fn: tf.function(fn, jit_compile=xla, reduce_retracing=True)) if jit else (lambda fn: fn)
+        wrap = (lambda fn: tf.function(fn, jit_compile=xla)) if jit else (lambda fn: fn)
         self._train = wrap(self._train_step)
         self._policy = wrap(self._policy_step)
 
@@ -110,8 +110,11 @@ class TensorFlowRunner:
             scaled = self.optimizer.scale_loss(loss) if self.scaling else loss
         grads = tape.gradient(scaled, variables)
         if self.scaling:
-            grads = [g / self.optimizer.dynamic_scale for g in grads]
-        self.optimizer.apply(grads, variables)
+            scale = ops.convert_to_tensor(self.optimizer.dynamic_scale)
+            self.optimizer.apply(grads, variables)
+            grads = [g / scale for g in grads]
+        else:
+            self.optimizer.apply(grads, variables)
         self.model.ac.update_slow()
         metrics = dict(metrics)
         metrics.update(
@@ -207,9 +210,9 @@ class JaxRunner:
         grads, (loss, (metrics, updates), non_trainable) = jax.grad(self._loss, has_aux=True)(
             trainable, non_trainable, data
         )
+        new_trainable, opt = self.optimizer.stateless_apply(opt, grads, trainable)
         if self.scaling:
             grads = [g / self._loss_scale for g in grads]
-        new_trainable, opt = self.optimizer.stateless_apply(opt, grads, trainable)
         with self._scope(new_trainable, non_trainable) as scope:
             self.model.ac.update_slow()
         non_trainable = self._updated(scope, non_trainable)
@@ -238,6 +241,8 @@ class JaxRunner:
 
     def policy(self, obs: dict, carry: tuple, sample: bool = True):
         trainable, non_trainable, opt = self.state
-        (actions, carry, extra), non_trainable = self._policy(trainable, non_trainable, (obs, tuple(carry)), sample)
+        (actions, carry, extra), non_trainable = self._policy(
+            trainable, non_trainable, (obs, tuple(carry)), sample
+        )
         self.state = (trainable, non_trainable, opt)
         return _to_numpy(actions), _to_numpy(carry), _to_numpy(extra)

@@ -7,7 +7,7 @@ import math
 import keras
 from keras import ops
 
-from dreamer_tf import distributions as dists
+from dreamer_tf import ops as dops
 from dreamer_tf.nets import Decoder, Encoder, Head
 from dreamer_tf.rssm import RSSM
 from dreamer_tf.spaces import Space
@@ -39,27 +39,82 @@ class WorldModel(keras.layers.Layer):
         policy = self.dtype_policy
         enc, dec, dyn = config.enc, config.dec, config.dyn
         self.encoder = Encoder(
-            obs_space, enc.depth, enc.mults, enc.layers, enc.units, enc.act, enc.norm, enc.symlog, enc.kernel,
-            name="enc", dtype=policy,
-        )  # fmt: skip
+            obs_space,
+            enc.depth,
+            enc.mults,
+            enc.layers,
+            enc.units,
+            enc.act,
+            enc.norm,
+            enc.symlog,
+            enc.kernel,
+            name="enc",
+            dtype=policy,
+        )
         self.rssm = RSSM(
-            action_size(act_space), self.encoder.outputs, dyn.deter, dyn.hidden, dyn.stoch, dyn.classes,
-            dyn.act, dyn.norm, dyn.unimix, dyn.outscale, dyn.imglayers, dyn.obslayers, dyn.dynlayers,
-            dyn.blocks, dyn.free_nats, name="dyn", dtype=policy,
-        )  # fmt: skip
+            action_size(act_space),
+            self.encoder.outputs,
+            dyn.deter,
+            dyn.hidden,
+            dyn.stoch,
+            dyn.classes,
+            dyn.act,
+            dyn.norm,
+            dyn.unimix,
+            dyn.outscale,
+            dyn.imglayers,
+            dyn.obslayers,
+            dyn.dynlayers,
+            dyn.blocks,
+            dyn.free_nats,
+            config.unroll,
+            name="dyn",
+            dtype=policy,
+        )
         flat = dyn.stoch * dyn.classes
         self.decoder = Decoder(
-            obs_space, dyn.deter, flat, dec.depth, dec.mults, dec.layers, dec.units, dec.act, dec.norm,
-            dec.outscale, dec.kernel, dec.bspace, dec.symlog, name="dec", dtype=policy,
-        )  # fmt: skip
+            obs_space,
+            dyn.deter,
+            flat,
+            dec.depth,
+            dec.mults,
+            dec.layers,
+            dec.units,
+            dec.act,
+            dec.norm,
+            dec.outscale,
+            dec.kernel,
+            dec.bspace,
+            dec.symlog,
+            name="dec",
+            dtype=policy,
+        )
         feat = self.rssm.feat_size
         rew, con = config.rewhead, config.conhead
         self.reward = Head(
-            feat, rew.output, (), rew.layers, rew.units, rew.act, rew.norm, rew.outscale, rew.bins,
-            name="rew", dtype=policy,
-        )  # fmt: skip
+            feat,
+            rew.output,
+            (),
+            rew.layers,
+            rew.units,
+            rew.act,
+            rew.norm,
+            rew.outscale,
+            rew.bins,
+            name="rew",
+            dtype=policy,
+        )
         self.cont = Head(
-            feat, "binary", (), con.layers, con.units, con.act, con.norm, con.outscale, name="con", dtype=policy
+            feat,
+            "binary",
+            (),
+            con.layers,
+            con.units,
+            con.act,
+            con.norm,
+            con.outscale,
+            name="con",
+            dtype=policy,
         )
 
     def feat(self, deter, stoch):
@@ -77,11 +132,16 @@ class WorldModel(keras.layers.Layer):
         cfg = self.config
         is_first = obs["is_first"]
         B, T = is_first.shape
-        flat_obs = {k: ops.reshape(obs[k], (B * T, *self.obs_space[k].shape)) for k in self.encoder.obs_space
-                    if k in self.encoder.veckeys or k in self.encoder.imgkeys}  # fmt: skip
+        flat_obs = {
+            k: ops.reshape(obs[k], (B * T, *self.obs_space[k].shape))
+            for k in self.encoder.obs_space
+            if k in self.encoder.veckeys or k in self.encoder.imgkeys
+        }
         tokens = ops.reshape(self.encoder(flat_obs), (B, T, -1))
         deters, stochs, post_logits = self.rssm.observe(deter, stoch, prev_actions, tokens, is_first, noise)
-        prior_logits = ops.reshape(self.rssm.prior_logits(ops.reshape(deters, (B * T, -1))), post_logits.shape)
+        prior_logits = ops.reshape(
+            self.rssm.prior_logits(ops.reshape(deters, (B * T, -1))), post_logits.shape
+        )
         losses = {}
         losses["dyn"], losses["rep"], metrics = self.rssm.kl_losses(post_logits, prior_logits)
 
@@ -126,11 +186,12 @@ class WorldModel(keras.layers.Layer):
             return carry, carry
 
         init = (deter, stoch, ops.zeros((deter.shape[0], self.rssm.action_size), "float32"))
-        _, (deters, stochs, actions) = ops.scan(step, init, (noise["action"][:-1], noise["stoch"]))
+        _, (deters, stochs, actions) = dops.scan(
+            step, init, (noise["action"][:-1], noise["stoch"]), self.rssm.unroll
+        )
         last_action = policy_fn(sg(self.feat(deters[-1], stochs[-1])), noise["action"][-1])
         deters = ops.concatenate([deter[None], deters], 0)
         stochs = ops.concatenate([stoch[None], stochs], 0)
         actions = ops.concatenate([actions, last_action[None]], 0)
         swap = lambda x: ops.moveaxis(x, 0, 1)  # noqa: E731
         return swap(deters), swap(stochs), swap(actions)
-
