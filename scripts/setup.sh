@@ -126,8 +126,15 @@ else
   "$PY" -m pip install --quiet --disable-pip-version-check --no-deps -e "$ROOT"
   say "checking imports"
   MUJOCO_GL=${MUJOCO_GL:-osmesa} TF_CPP_MIN_LOG_LEVEL=2 "$PY" -I - <<'EOF'
+import ctypes
 import importlib
+import os
+
 import numpy
+import tensorflow
+
+# TensorFlow before MuJoCo's OSMesa, and OSMesa with its own LLVM: see _isolate_osmesa in tests/conftest.py.
+ctypes.CDLL("libOSMesa.so.8", mode=os.RTLD_DEEPBIND | os.RTLD_LOCAL)
 
 modules = ["dreamer_tf", "keras", "tensorflow", "jax", "tensorflow_probability.substrates.numpy", "gymnasium",
            "ale_py", "dm_control.suite", "bsuite", "crafter", "memory_maze", "procgen", "pytest", "ruff"]

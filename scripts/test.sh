@@ -40,7 +40,7 @@ stage() {  # stage NAME COMMAND...: run, time and record one check
 
 if [[ ${LINT:-1} != 0 ]]; then
   stage "ruff check" "$PY" -m ruff check .
-  stage "ruff format" "$PY" -m ruff format --check .
+  stage "ruff format" "$PY" -m ruff format --check --output-format concise .  # fix: ruff format .
 fi
 for backend in $BACKENDS; do
   stage "pytest $backend" env KERAS_BACKEND="$backend" "$PY" -m pytest "$@"

@@ -12,6 +12,14 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("MUJOCO_GL", "osmesa")  # headless MuJoCo rendering on the CPU
 
+
+# TensorFlow first, then OSMesa with its own LLVM: see isolate_osmesa in dreamer_tf/envs/dmc.py.
+# Done here, before any test module imports TensorFlow or dm_control, so every order is safe.
+from dreamer_tf.envs.dmc import isolate_osmesa  # noqa: E402
+
+if os.environ["MUJOCO_GL"] == "osmesa":
+    isolate_osmesa()
+
 import keras  # after the environment above: Keras reads KERAS_BACKEND on import
 import pytest
 

@@ -12,11 +12,20 @@ step. Actions are rescaled to [-1, 1].
 MuJoCo's OpenGL backend is chosen before mujoco is imported: ``MUJOCO_GL=egl`` where
 an NVIDIA GPU is visible and ``osmesa`` (software, ``apt-get install libosmesa6``)
 otherwise, unless the user set ``MUJOCO_GL``.
+
+OSMesa and TensorFlow cannot share a process naively: Mesa links the system LLVM and
+TensorFlow carries its own. TensorFlow imported after OSMesa segfaults on import, and OSMesa
+bound to TensorFlow's LLVM segfaults on the first context or aborts at exit. So before
+dm_control loads, TensorFlow (when installed, whatever the Keras backend) is imported first and OSMesa is
+then opened with ``RTLD_DEEPBIND``, which makes it prefer its own LLVM; PyOpenGL reuses it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import importlib
+import importlib.util
 import os
 import shutil
 from typing import Any
@@ -43,8 +52,31 @@ def configure_mujoco_gl() -> str:
         gpu = shutil.which("nvidia-smi") is not None or os.path.exists("/dev/nvidia0")
         os.environ["MUJOCO_GL"] = "egl" if gpu else "osmesa"
     if os.environ["MUJOCO_GL"] in ("egl", "osmesa"):
-        os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
+        # dm_control refuses a PyOpenGL platform other than MuJoCo's.
+        os.environ["PYOPENGL_PLATFORM"] = os.environ["MUJOCO_GL"]
+    if os.environ["MUJOCO_GL"] == "osmesa":
+        isolate_osmesa()
     return os.environ["MUJOCO_GL"]
+
+
+_OSMESA_LOADED = False
+
+
+def isolate_osmesa() -> None:
+    """Load TensorFlow, then OSMesa with its own LLVM (``RTLD_DEEPBIND``), once per process.
+
+    Call before dm_control or PyOpenGL are imported. Environment worker processes that never
+    import TensorFlow (``DREAMER_NO_TF=1``) skip the TensorFlow import.
+    """
+    global _OSMESA_LOADED
+    if _OSMESA_LOADED or not hasattr(os, "RTLD_DEEPBIND"):
+        return
+    _OSMESA_LOADED = True
+    # Whatever the Keras backend: keras.utils.set_random_seed imports TensorFlow when it is installed.
+    if os.environ.get("DREAMER_NO_TF") != "1" and importlib.util.find_spec("tensorflow") is not None:
+        importlib.import_module("tensorflow")
+    with contextlib.suppress(OSError):  # no libosmesa6: dm_control reports it when it renders
+        ctypes.CDLL("libOSMesa.so.8", mode=os.RTLD_DEEPBIND | os.RTLD_LOCAL)
 
 
 def split_name(name: str) -> tuple[str, str]:

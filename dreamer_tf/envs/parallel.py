@@ -286,6 +286,7 @@ def _worker_main(conn: Any, env_fn: Callable[[], Any], index: int) -> None:
     """Subprocess body: create the environment, then answer ``step`` messages until ``close``."""
     # Ctrl-C goes to the whole process group; the parent handles it and closes the workers.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.environ["DREAMER_NO_TF"] = "1"  # workers never run the model: MuJoCo need not load TensorFlow first
     env = None
     try:
         try:

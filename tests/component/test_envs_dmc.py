@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -19,9 +21,12 @@ def test_mujoco_gl_is_chosen_automatically(monkeypatch, gpu):
     from dreamer_tf.envs import dmc
 
     monkeypatch.delenv("MUJOCO_GL", raising=False)
+    monkeypatch.delenv("PYOPENGL_PLATFORM", raising=False)  # restored afterwards, so no test after sees egl
+    monkeypatch.setattr(dmc, "isolate_osmesa", lambda: None)
     monkeypatch.setattr(dmc.shutil, "which", lambda name: "/usr/bin/nvidia-smi" if gpu else None)
     monkeypatch.setattr(dmc.os.path, "exists", lambda path: False)
     assert configure_mujoco_gl() == ("egl" if gpu else "osmesa")
+    assert os.environ["PYOPENGL_PLATFORM"] == ("egl" if gpu else "osmesa")
     monkeypatch.setenv("MUJOCO_GL", "glfw")
     assert configure_mujoco_gl() == "glfw"  # the user's choice wins
 
