@@ -125,8 +125,10 @@ class Replay:
         elif step.keys() != self._specs.keys():
             missing = sorted(set(self._specs) - set(step))
             extra = sorted(set(step) - set(self._specs))
-            raise KeyError(f"Replay.add: the step lacks key(s) {missing} and has new key(s) {extra} "
-                           "compared with the first step added.")
+            raise KeyError(
+                f"Replay.add: the step lacks key(s) {missing} and has new key(s) {extra} "
+                "compared with the first step added."
+            )
         worker = int(worker)
         stream = self._streams.get(worker)
         if stream is None:
