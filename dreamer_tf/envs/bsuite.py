@@ -7,14 +7,22 @@ own CSV logger, so bsuite's analysis (``bsuite.logging.csv_load`` and
 ``config.env.bsuite.logdir``, or else ``<config.logdir>/bsuite``, or else
 ``~/logdir/dreamer_tf/bsuite``.
 
-bsuite logging is stateful: an interrupted run cannot resume its CSV; a second run
-into the same folder fails unless ``config.env.bsuite.overwrite`` is set. Each
-configuration prescribes its number of episodes (``bsuite_num_episodes``); the
-environment keeps running after that, and ``finished`` tells the loop it may stop.
+The CSV has the columns and the logarithmic row spacing of ``bsuite.load_and_record_to_csv``,
+with two differences that make it usable from a training run. A resumed run continues the
+existing CSV: bsuite's running counters (steps, episodes, total return and the experiment's own,
+e.g. catch's ``total_regret``) are restored from its last row (``overwrite: true`` starts the
+file afresh instead). And only one environment per bsuite id records: with several environments
+(``run.envs`` > 1, in this process or in workers) the first claims the CSV through a lock file
+holding its process id and the others run unrecorded, since bsuite's analysis reads one agent's
+stream of episodes. Each configuration prescribes its number of episodes
+(``bsuite_num_episodes``); the environment keeps running after that, and ``finished`` tells the
+loop it may stop.
 """
 
 from __future__ import annotations
 
+import contextlib
+import csv
 import os
 from typing import Any
 
@@ -70,14 +78,19 @@ class BSuite(Wrapper):
             count = EXPERIMENTS.get(experiment)
             valid = f"0..{count - 1}" if count else f"experiments: {', '.join(EXPERIMENTS)}"
             raise ValueError(f"Unknown bsuite id '{bsuite_id}' ({valid}).")
+        dmenv = bsuite.load_from_id(bsuite_id)
+        self.recorder: CsvRecorder | None = None
         if directory:
-            os.makedirs(directory, exist_ok=True)
-            dmenv = bsuite.load_and_record_to_csv(bsuite_id, results_dir=directory, overwrite=overwrite)
-        else:
-            dmenv = bsuite.load_from_id(bsuite_id)
+            self.recorder = CsvRecorder.claim(bsuite_id, directory, overwrite)
+        if self.recorder:
+            from bsuite.utils import wrappers
+
+            dmenv = wrappers.Logging(dmenv, self.recorder)
+            self.recorder.resume(dmenv)
+        self.dm_env = dmenv  # the bsuite environment, wrapped by bsuite's Logging when recording
         self.bsuite_id = bsuite_id
         self.directory = directory
-        self.num_episodes = 0
+        self.num_episodes = self.recorder.episodes if self.recorder else 0
         self.max_episodes = int(_unwrap(dmenv).bsuite_num_episodes)
         # Observations such as catch's (10, 5) board are flattened to vectors for the MLP encoder.
         super().__init__(FromDM(dmenv, flatten=True))
@@ -92,6 +105,126 @@ class BSuite(Wrapper):
         if obs["is_last"]:
             self.num_episodes += 1
         return obs
+
+    def close(self) -> None:
+        if self.recorder:
+            self.recorder.release()
+        super().close()
+
+
+class CsvRecorder:
+    """bsuite's CSV format for one bsuite id, written atomically, resumable, one writer at a time.
+
+    Plays the role of ``bsuite.logging.csv_logging.Logger`` under bsuite's ``Logging`` wrapper.
+    """
+
+    _claimed: set[str] = set()  # CSV paths recorded by this process
+
+    def __init__(self, path: str, rows: list[dict[str, Any]]) -> None:
+        self.path = path
+        self.rows = rows
+
+    @classmethod
+    def claim(cls, bsuite_id: str, directory: str, overwrite: bool) -> CsvRecorder | None:
+        """The recorder for ``bsuite_id`` in ``directory``, or None if another environment has it."""
+        os.makedirs(directory, exist_ok=True)
+        from bsuite.logging import csv_logging
+
+        name = bsuite_id.replace("/", csv_logging.SAFE_SEPARATOR)
+        path = os.path.join(directory, f"{csv_logging.BSUITE_PREFIX}{name}.csv")
+        if path in cls._claimed or not _take_lock(path + ".lock"):
+            return None
+        cls._claimed.add(path)
+        rows = []
+        if os.path.exists(path) and not overwrite:
+            with open(path, newline="") as file:
+                rows = [{k: _number(v) for k, v in row.items()} for row in csv.DictReader(file)]
+        return cls(path, rows)
+
+    @property
+    def episodes(self) -> int:
+        return int(self.rows[-1]["episode"]) if self.rows else 0
+
+    def resume(self, logging_env: Any) -> None:
+        """Restore bsuite's running counters from the last row (nothing to do for a new file)."""
+        if not self.rows:
+            return
+        last = self.rows[-1]
+        logging_env._steps = int(last["steps"])
+        logging_env._episode = int(last["episode"])
+        logging_env._total_return = float(last["total_return"])
+        core = {"steps", "episode", "total_return", "episode_len", "episode_return"}
+        for key in set(last) - core:
+            holder = _find_attribute(logging_env, f"_{key}")
+            if holder is None:
+                raise ValueError(f"Cannot resume {self.path}: the environment has no counter '{key}'.")
+            setattr(holder, f"_{key}", type(getattr(holder, f"_{key}"))(last[key]))
+
+    def write(self, data: dict[str, Any]) -> None:
+        self.rows.append(dict(data))
+        keys = list(dict.fromkeys(k for row in self.rows for k in row))
+        tmp = f"{self.path}.{os.getpid()}.tmp"
+        with open(tmp, "w", newline="") as file:
+            writer = csv.DictWriter(file, keys)
+            writer.writeheader()
+            writer.writerows(self.rows)
+        os.replace(tmp, self.path)
+
+    def release(self) -> None:
+        self._claimed.discard(self.path)
+        with contextlib.suppress(OSError):
+            with open(self.path + ".lock") as file:
+                if file.read().strip() == str(os.getpid()):
+                    os.remove(self.path + ".lock")
+
+
+def _take_lock(path: str) -> bool:
+    """Create ``path`` holding our pid; a lock left by a dead process is taken over."""
+    for _ in range(2):
+        try:
+            descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                with open(path) as file:
+                    owner = int(file.read().strip() or 0)
+            except (OSError, ValueError):
+                owner = 0
+            if owner and owner != os.getpid() and _alive(owner):
+                return False
+            with contextlib.suppress(OSError):
+                os.remove(path)  # stale: its process is gone
+            continue
+        with os.fdopen(descriptor, "w") as file:
+            file.write(str(os.getpid()))
+        return True
+    return False
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _find_attribute(env: Any, name: str) -> Any:
+    while env is not None:
+        if name in vars(env):
+            return env
+        env = vars(env).get("_env")
+    return None
+
+
+def _number(text: str) -> Any:
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
 
 
 def _unwrap(env: Any) -> Any:

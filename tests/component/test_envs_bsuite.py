@@ -59,3 +59,52 @@ def test_logdir_defaults_and_bad_ids(tmp_path):
     assert results_dir(config) == str(tmp_path / "bsuite")
     with pytest.raises(ValueError, match="0..19"):
         BSuite("catch/99", None)
+
+
+def play(env: BSuite, episodes: int) -> None:
+    for _ in range(episodes):
+        obs = env.step({"reset": True, "action": 0})
+        while not obs["is_last"]:
+            obs = env.step({"reset": False, "action": 1})
+
+
+def test_resumed_run_continues_the_csv(tmp_path):
+    from bsuite.logging import csv_load
+
+    env = BSuite("catch/0", str(tmp_path))
+    play(env, 10)
+    regret = _find_raw(env)._total_regret
+    env.close()
+    frame, _ = csv_load.load_bsuite(str(tmp_path))
+    assert frame.episode.max() == 10
+    resumed = BSuite("catch/0", str(tmp_path))  # as a resumed training run does
+    assert resumed.num_episodes == 10 and _find_raw(resumed)._total_regret == regret
+    play(resumed, 10)
+    resumed.close()
+    frame, _ = csv_load.load_bsuite(str(tmp_path))
+    assert frame.episode.max() == 20 and frame.steps.max() == 20 * 9
+    assert (frame.episode.diff().dropna() > 0).all()  # one stream, no restart from episode 1
+    fresh = BSuite("catch/0", str(tmp_path), overwrite=True)
+    assert fresh.num_episodes == 0
+    fresh.close()
+
+
+def test_only_one_environment_records_each_id(tmp_path):
+    first, second = BSuite("catch/0", str(tmp_path)), BSuite("catch/0", str(tmp_path))
+    assert first.recorder is not None and second.recorder is None
+    play(first, 2)
+    play(second, 5)
+    from bsuite.logging import csv_load
+
+    frame, _ = csv_load.load_bsuite(str(tmp_path))
+    assert frame.episode.max() == 2
+    first.close()
+    second.close()
+    (tmp_path / "bsuite_id_-_catch-0.csv.lock").write_text("999999999")  # left by a killed process
+    assert BSuite("catch/0", str(tmp_path)).recorder is not None
+
+
+def _find_raw(env: BSuite):
+    from dreamer_tf.envs.bsuite import _find_attribute
+
+    return _find_attribute(env.dm_env, "_total_regret")
