@@ -60,7 +60,7 @@ class Checkpoint:
         return _complete(self.latest) or _complete(self.previous)
 
     def save(self, state: dict[str, Any], replay: Any = None) -> Path:
-        """Write ``state`` (and ``replay`` through its ``save(dir)``) and make it ``latest``.
+        """Write ``state`` (and ``replay`` through its ``save(dir, previous)``) and make it ``latest``.
 
         ``state`` maps string keys to nested dicts, lists and tuples whose leaves
         are numpy arrays or scalars, Python scalars, strings or None.
@@ -86,7 +86,8 @@ class Checkpoint:
         (tmp / STATE).write_text(json.dumps({"format": FORMAT, "tree": tree}))
         files[STATE] = _describe(tmp / STATE, digest=True)
         if replay is not None:
-            replay.save(tmp / REPLAY)
+            # Unchanged replay chunks are hard-linked from the last checkpoint instead of rewritten.
+            replay.save(tmp / REPLAY, previous=self.latest / REPLAY if _complete(self.latest) else None)
             for path in sorted((tmp / REPLAY).rglob("*")):
                 if path.is_file():
                     files[path.relative_to(tmp).as_posix()] = _describe(path, digest=False)

@@ -18,7 +18,7 @@ class FolderReplay:
     def __init__(self, values=None):
         self.values = np.asarray(values if values is not None else [], np.float32)
 
-    def save(self, directory: Path) -> None:
+    def save(self, directory: Path, previous: Path | None = None) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         np.save(directory / "values.npy", self.values)
 
@@ -121,7 +121,7 @@ def test_crash_while_writing_the_new_folder_keeps_the_last_good(tmp_path, monkey
     checkpoint.save(example_state(1), replay=FolderReplay([1.0]))
 
     class CrashingReplay(FolderReplay):
-        def save(self, directory):
+        def save(self, directory, previous=None):
             super().save(directory)
             raise SystemExit("killed while writing the replay")
 
@@ -211,3 +211,24 @@ def test_corrupt_only_checkpoint_says_how_to_start_afresh(tmp_path):
     (checkpoint.latest / "agent.npz").write_bytes(b"garbage")
     with pytest.raises(CheckpointError, match=r"agent\.npz is corrupt.*Nothing was modified.*afresh"):
         checkpoint.load()
+
+
+def test_unchanged_replay_chunks_are_linked_from_the_last_checkpoint(tmp_path):
+    from test_replay import fill
+
+    from dreamer_tf.replay import Replay
+
+    checkpoint = Checkpoint(tmp_path)
+    replay = Replay(length=4, capacity=1000, online=False, chunk=8)
+    fill(replay, 20)  # chunks 0 and 1 are full, chunk 2 is still filling
+    checkpoint.save(example_state(1), replay=replay)
+    first = {p.name: p.stat().st_ino for p in (tmp_path / "latest" / "replay").glob("*.npz")}
+    fill(replay, 3)  # only the last chunk changes
+    checkpoint.save(example_state(2), replay=replay)
+    second = {p.name: p.stat().st_ino for p in (tmp_path / "latest" / "replay").glob("*.npz")}
+    shared = set(first) & set(second)
+    assert len(shared) == 2 and all(first[name] == second[name] for name in shared)  # the same files
+    assert len(second) == 3
+    restored = Replay(length=4, capacity=1000, online=False, chunk=8)
+    checkpoint.load(replay=restored)
+    assert restored.stats()["inserts"] == replay.stats()["inserts"]

@@ -84,7 +84,7 @@ class FakeReplay:
     def stats(self) -> dict:
         return {"inserts": len(self.steps)}
 
-    def save(self, directory: Path) -> None:
+    def save(self, directory: Path, previous: Path | None = None) -> None:
         directory.mkdir(parents=True)
         (directory / "count.json").write_text(json.dumps(len(self.steps)))
 
