@@ -61,6 +61,9 @@ def test_dummy_through_registry():
     env = make("dummy_cont", config)
     assert env.obs_space["image"].shape == (12, 12, 3)
     assert check_env(env, steps=20)["episodes"] >= 2
+    env = make("dummy_cont_match", config.update({"env.dummy.image": False}))
+    assert "image" not in env.obs_space and "image" not in env.step({"reset": True})
+    assert check_env(env, steps=20)["episodes"] >= 2
 
 
 # ------------------------------------------------------------------ gymnasium
