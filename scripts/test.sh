@@ -14,6 +14,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 VENV=${VENV:-.venv}
 PY=$VENV/bin/python
 BACKENDS=${BACKENDS:-tensorflow jax}
+primary=${BACKENDS%% *}
+[[ " $BACKENDS " == *" tensorflow "* ]] && primary=tensorflow
 export MUJOCO_GL=${MUJOCO_GL:-osmesa}
 export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
 
@@ -43,7 +45,13 @@ if [[ ${LINT:-1} != 0 ]]; then
   stage "ruff format" "$PY" -m ruff format --check --output-format concise .  # fix: ruff format .
 fi
 for backend in $BACKENDS; do
-  stage "pytest $backend" env KERAS_BACKEND="$backend" "$PY" -m pytest "$@"
+  # Tests marked backend_independent (environments, CLI plumbing, the suite) run once, on TensorFlow
+  # when it is among BACKENDS, else on the first backend. A -m of your own comes later and wins.
+  select=()
+  if [[ $backend != "$primary" ]]; then
+    select=(-m "not backend_independent")
+  fi
+  stage "pytest $backend" env KERAS_BACKEND="$backend" "$PY" -m pytest "${select[@]}" "$@"
 done
 
 echo

@@ -5,6 +5,7 @@ Choose the backend with ``KERAS_BACKEND=jax pytest ...``; the default is TensorF
 
 from __future__ import annotations
 
+import fnmatch
 import os
 from pathlib import Path
 
@@ -25,6 +26,12 @@ import pytest
 
 LEARNING_DIR = Path(__file__).parent / "learning"
 
+# Test modules that never build a Keras model: environments, replay, checkpoints, the loop with fake
+# agents, logging, config, the CLI with the random agent. They carry the `backend_independent` marker,
+# and scripts/test.sh runs them once (on TensorFlow) instead of once per backend.
+BACKEND_INDEPENDENT = ("test_envs_*.py", "test_replay.py", "test_checkpoint.py", "test_loop.py",
+                       "test_metrics.py", "test_config.py", "test_cli.py")  # fmt: skip
+
 
 def pytest_report_header(config: pytest.Config) -> str:
     return f"keras {keras.__version__}, backend {keras.backend.backend()}"
@@ -33,8 +40,11 @@ def pytest_report_header(config: pytest.Config) -> str:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     # Everything under tests/learning carries the `learning` marker, so `-m "not learning"` skips it.
     for item in items:
-        if LEARNING_DIR in Path(item.fspath).parents:
+        path = Path(item.fspath)
+        if LEARNING_DIR in path.parents:
             item.add_marker(pytest.mark.learning)
+        if any(fnmatch.fnmatch(path.name, pattern) for pattern in BACKEND_INDEPENDENT):
+            item.add_marker(pytest.mark.backend_independent)
 
 
 @pytest.fixture
