@@ -1,0 +1,202 @@
+"""Does DreamerV3 learn like the paper says? Train dmc_cartpole_balance and compare with the published curves.
+
+    python benchmarks/learning_check.py --logdir ~/logdir/check_cartpole            # 100K env steps
+    python benchmarks/learning_check.py --logdir DIR --chunk-minutes 10 --max-minutes 60
+    python benchmarks/learning_check.py --logdir DIR --report-only                  # curve and table only
+
+The run uses the ``dmc_proprio`` preset unchanged (size1m, train ratio 1024: one update per env
+step). It goes in chunks: each chunk is one ``python -m dreamer_tf.train`` process that is stopped
+with SIGTERM after ``--chunk-minutes`` (it writes a final checkpoint) and the next chunk resumes it,
+so the check can be spread over several sessions or machines, and an interrupted check loses at
+most one chunk. Any ``--a.b value`` flags after the known ones go to the training command (e.g.
+``--run.envs 4``); they must be the same in every chunk, as the CLI refuses model changes on resume.
+
+After every chunk it writes, into ``--out`` (default ``<logdir>/check``):
+``curve.csv`` (our score per 10K-step bin), ``summary.json`` (our score at the furthest bin next to
+the published DreamerV3 and PPO means and spreads at that step) and ``curve.png`` (all three on the
+same axes). Published curves are read from ``$DREAMER_REFERENCE_SCORES`` (the official
+``scores/dmc_proprio-dreamerv3.json.gz`` and ``dmc_proprio-ppo_fixhp.json.gz``); without them the
+report says so and shows our curve alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+TASK = "dmc_cartpole_balance"
+PUBLISHED = {"DreamerV3 (published)": "dmc_proprio-dreamerv3", "PPO (published)": "dmc_proprio-ppo_fixhp"}
+
+
+def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--logdir", required=True, help="run folder; an existing one is resumed")
+    parser.add_argument("--task", default=TASK)
+    parser.add_argument("--configs", nargs="+", default=["dmc_proprio"])
+    parser.add_argument("--steps", type=float, default=1e5, help="env steps to reach (default 1e5)")
+    parser.add_argument("--chunk-minutes", type=float, default=5.0, help="length of one training process")
+    parser.add_argument("--max-minutes", type=float, default=0.0, help="stop after this long (0: until done)")
+    parser.add_argument("--bin", type=float, default=1e4, help="env steps per point of the curve")
+    parser.add_argument("--out", help="where the curve, table and plot go (default <logdir>/check)")
+    parser.add_argument("--report-only", action="store_true", help="do not train; rewrite the report")
+    return parser.parse_known_args(argv)
+
+
+def read_status(logdir: Path) -> dict:
+    path = logdir / "status.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def run_chunk(args: argparse.Namespace, extra: list[str], seconds: float) -> int:
+    """One training process, stopped with SIGTERM (final checkpoint) after ``seconds``."""
+    command = [sys.executable, "-m", "dreamer_tf.train", "--task", args.task, "--configs", *args.configs]
+    command += ["--logdir", str(Path(args.logdir).expanduser()), "--run.steps", str(int(args.steps))]
+    command += ["--run.progress", "false", *extra]
+    process = subprocess.Popen(command)
+    try:
+        return process.wait(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGTERM)
+        return process.wait()
+    except KeyboardInterrupt:
+        process.send_signal(signal.SIGTERM)
+        process.wait()
+        raise
+
+
+def our_curve(logdir: Path, bin_size: float) -> list[dict]:
+    """Mean training-episode score per ``bin_size`` env steps (the bin's end step as ``step``)."""
+    path = logdir / "scores.jsonl"
+    if not path.exists():
+        return []
+    steps, scores = [], []
+    for line in path.read_text().splitlines():
+        if line.strip():
+            record = json.loads(line)
+            steps.append(record["step"])
+            scores.append(record["episode/score"])
+    steps, scores = np.asarray(steps, float), np.asarray(scores, float)
+    rows = []
+    for end in np.arange(bin_size, steps.max() + 1 if len(steps) else 0, bin_size):
+        mask = (steps > end - bin_size) & (steps <= end)
+        if mask.any():
+            rows.append({"step": int(end), "score": float(scores[mask].mean()), "episodes": int(mask.sum())})
+    return rows
+
+
+def published_curves(task: str) -> dict[str, list[tuple[np.ndarray, np.ndarray]]]:
+    """``{label: [(xs, ys) per seed]}`` from ``$DREAMER_REFERENCE_SCORES``; empty when absent."""
+    folder = os.environ.get("DREAMER_REFERENCE_SCORES", "")
+    curves = {}
+    for label, name in PUBLISHED.items():
+        path = Path(folder) / f"{name}.json.gz"
+        if not folder or not path.exists():
+            continue
+        with gzip.open(path, "rt") as file:
+            records = json.load(file)
+        runs = [
+            (np.asarray(r["xs"], float), np.asarray(r["ys"], float)) for r in records if r["task"] == task
+        ]
+        if runs:
+            curves[label] = runs
+    return curves
+
+
+def at_step(runs: list[tuple[np.ndarray, np.ndarray]], step: float) -> tuple[float, float]:
+    """Mean and standard deviation over seeds of each seed's curve interpolated at ``step``."""
+    values = [np.interp(step, xs, ys) for xs, ys in runs]
+    return float(np.mean(values)), float(np.std(values))
+
+
+def write_report(args: argparse.Namespace, elapsed: float) -> dict:
+    logdir = Path(args.logdir).expanduser()
+    out = Path(args.out).expanduser() if args.out else logdir / "check"
+    out.mkdir(parents=True, exist_ok=True)
+    curve = our_curve(logdir, args.bin)
+    published = published_curves(args.task)
+    with open(out / "curve.csv", "w") as file:
+        file.write("step,score,episodes\n")
+        file.writelines(f"{row['step']},{row['score']:.2f},{row['episodes']}\n" for row in curve)
+    summary: dict = {
+        "task": args.task,
+        "configs": args.configs,
+        "status": read_status(logdir).get("status", "not started"),
+        "check_minutes_this_call": round(elapsed / 60, 1),
+        "published": "found" if published else "absent: set DREAMER_REFERENCE_SCORES to the official scores/",
+    }
+    if curve:
+        last = curve[-1]
+        summary.update(step=last["step"], score=round(last["score"], 1), episodes=last["episodes"])
+        for label, runs in published.items():
+            mean, std = at_step(runs, last["step"])
+            summary[label] = {"mean": round(mean, 1), "std": round(std, 1), "seeds": len(runs)}
+    (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    plot(curve, published, args, out / "curve.png")
+    return summary
+
+
+def plot(curve: list[dict], published: dict, args: argparse.Namespace, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    limit = max(args.steps, curve[-1]["step"] if curve else 0)
+    for (label, runs), color in zip(published.items(), ("tab:blue", "tab:green")):
+        start = max(xs[0] for xs, _ in runs)  # no extrapolation before the first published point
+        grid = np.linspace(start, limit, 100)
+        values = np.array([np.interp(grid, xs, ys) for xs, ys in runs])
+        ax.plot(grid, values.mean(0), color=color, label=f"{label}, {len(runs)} seeds")
+        ax.fill_between(
+            grid, values.mean(0) - values.std(0), values.mean(0) + values.std(0), color=color, alpha=0.2
+        )
+    if curve:
+        ax.plot(
+            [r["step"] for r in curve], [r["score"] for r in curve], "o-", color="tab:red", label="dreamer_tf"
+        )
+    ax.set(xlabel="env steps", ylabel="episode return", title=args.task, xlim=(0, limit))
+    ax.legend(loc="lower right")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, extra = parse_args(argv)
+    logdir = Path(args.logdir).expanduser()
+    start = time.time()
+    chunks = 0
+    while not args.report_only:
+        if read_status(logdir).get("status") == "done":
+            break
+        left = args.max_minutes * 60 - (time.time() - start) if args.max_minutes else float("inf")
+        if left <= 30:
+            break
+        code = run_chunk(args, extra, min(args.chunk_minutes * 60, left))
+        chunks += 1
+        status = read_status(logdir)
+        summary = write_report(args, time.time() - start)
+        print(f"[check] chunk {chunks}: exit {code}, {json.dumps(summary)}", file=sys.stderr)
+        if code not in (0, 128 + signal.SIGTERM) or status.get("status") == "failed":
+            print(f"[check] training failed (exit {code}); see {logdir / 'status.json'}", file=sys.stderr)
+            return 1
+    summary = write_report(args, time.time() - start)
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
