@@ -1,0 +1,530 @@
+"""The benchmark suite: which runs a sweep makes, where they live, and what state each is in.
+
+    suite = Suite.load("benchmarks/suites.yaml")
+    plan = suite.plan(outdir="runs", budget="smoke", agents=["dreamerv3", "ppo"])
+    for run in plan.runs:          # RunSpec: one `python -m dreamer_tf.train` process each
+        print(run.run_id, run.state(), " ".join(run.command()))
+    for run, reason in plan.unavailable:   # domains whose package is missing here
+        print(run.run_id, reason)
+
+A run's folder is ``<outdir>/<domain>/<task>/<agent>[-<ablation>]/seed<k>`` (a ``/`` in a bsuite
+id becomes ``-``). Besides the CLI's files it holds ``run.json`` (the spec, written by the suite)
+and ``train.log`` (the process output of every attempt). The sweep's record is
+``<outdir>/suite.json``: every planned run with its state and error, unavailable ones included.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import fnmatch
+import functools
+import importlib
+import json
+import math
+import os
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from dreamer_tf.config import ConfigError, load_config, read_presets, yaml_load
+
+SUITES_PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "suites.yaml"
+RUN_FILE = "run.json"
+LOG_FILE = "train.log"
+LOCK_FILE = "suite.lock"
+SUMMARY_FILE = "suite.json"
+STATUS_FILE = "status.json"
+
+# States of a run as the suite sees it. `done`, `failed`, `interrupted` come from status.json;
+# `pending` has not run (or must resume); `unavailable` cannot run on this machine.
+FINAL_STATES = ("done", "failed", "interrupted", "unavailable")
+
+
+class SuiteError(ValueError):
+    """A suites.yaml entry or a command-line selection the user can fix."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+    """One training run of the suite: a task, an agent (maybe ablated), a seed and a budget."""
+
+    domain: str
+    task: str
+    agent: str
+    seed: int
+    steps: int
+    budget: str
+    presets: tuple[str, ...]
+    flags: tuple[tuple[str, str], ...]
+    logdir: str
+    ablation: str = ""
+    cpus: float = 1.0
+    gpus: float = 0.0
+    size: str = "size200m"  # model size for the cost estimate
+
+    @property
+    def variant(self) -> str:
+        """``dreamerv3``, ``ppo`` or ``dreamerv3-abl_no_symlog``: the folder under the task."""
+        return f"{self.agent}-{self.ablation}" if self.ablation else self.agent
+
+    @property
+    def run_id(self) -> str:
+        """The run's folder relative to the sweep's outdir; unique within a sweep."""
+        return f"{self.domain}/{task_dirname(self.task)}/{self.variant}/seed{self.seed}"
+
+    def command(self, python: str | None = None) -> list[str]:
+        """The training command: ``python -m dreamer_tf.train ...`` with this run's settings."""
+        command = [python or sys.executable, "-m", "dreamer_tf.train", "--task", self.task]
+        command += ["--agent", self.agent, "--configs", *self.presets, "--logdir", self.logdir]
+        command += ["--seed", str(self.seed), "--run.steps", str(self.steps)]
+        for key, value in self.flags:
+            command += [f"--{key}", value]
+        return command
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["presets"] = list(self.presets)
+        out["flags"] = dict(self.flags)
+        out["run_id"] = self.run_id
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RunSpec:
+        fields = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in fields}
+        values["presets"] = tuple(values.get("presets", ()))
+        values["flags"] = tuple((str(k), str(v)) for k, v in dict(values.get("flags", {})).items())
+        return cls(**values)
+
+    def state(self) -> tuple[str, dict[str, Any]]:
+        """``(state, status record)``: what a sweep should do with this run now.
+
+        ``done`` (reached its steps; skipped), ``running`` (another process holds it: skipped),
+        or ``pending`` (new, interrupted, failed or short of steps: started, resuming its checkpoint).
+        """
+        status = read_json(Path(self.logdir) / STATUS_FILE) or {}
+        if status.get("status") == "done" and int(status.get("step", 0)) >= self.steps:
+            return "done", status
+        if lock_owner(Path(self.logdir)) is not None:
+            return "running", status
+        return "pending", status
+
+
+@dataclasses.dataclass
+class Plan:
+    """The runs of one sweep, and those that cannot run here with the reason."""
+
+    runs: list[RunSpec]
+    unavailable: list[tuple[RunSpec, str]]
+    outdir: Path
+    budget: str
+
+
+class Suite:
+    """``benchmarks/suites.yaml``: domains, budgets, agents, ablations and the cost model."""
+
+    def __init__(self, data: Mapping[str, Any], path: str | Path | None = None) -> None:
+        self.data = dict(data)
+        self.path = Path(path) if path else None
+        for key in ("agents", "budgets", "domains"):
+            if key not in self.data:
+                raise SuiteError(f"{path or 'suites.yaml'} has no '{key}' section.")
+        self.domains: dict[str, dict[str, Any]] = dict(self.data["domains"])
+        self.budgets: dict[str, dict[str, Any]] = dict(self.data["budgets"])
+        self.agents: dict[str, dict[str, Any]] = dict(self.data["agents"])
+        self.ablations: dict[str, Any] = dict(self.data.get("ablations") or {})
+        self.cost: dict[str, Any] = dict(self.data.get("cost") or {})
+
+    @classmethod
+    def load(cls, path: str | Path = SUITES_PATH) -> Suite:
+        path = Path(path)
+        if not path.exists():
+            raise SuiteError(f"No suite file at {path}.")
+        return cls(yaml_load(path.read_text()), path)
+
+    # ------------------------------------------------------------ tasks and budgets
+
+    def tasks(self, domain: str, which: str = "all") -> list[str]:
+        """The domain's tasks (``which="smoke"``: its smoke tasks), patterns expanded over the catalog."""
+        entry = self.domain(domain)
+        names = entry.get("smoke_tasks" if which == "smoke" else "tasks") or []
+        return expand_tasks(domain, names)
+
+    def domain(self, name: str) -> dict[str, Any]:
+        if name not in self.domains:
+            raise SuiteError(_unknown("domain", name, self.domains))
+        return self.domains[name]
+
+    def budget(self, name: str) -> dict[str, Any]:
+        if name not in self.budgets:
+            raise SuiteError(_unknown("budget", name, self.budgets))
+        return self.budgets[name]
+
+    def steps(self, domain: str, task: str, budget: str) -> int:
+        """Env steps of one run of ``task`` under ``budget``."""
+        spec = self.budget(budget)
+        if spec.get("steps") is not None:
+            return int(float(spec["steps"]))
+        entry = self.domain(domain)
+        base = entry["steps"]
+        if base == "episodes":
+            base = bsuite_steps(task, entry.get("episode_steps") or {})
+        return max(1, int(round(float(base) * float(spec.get("scale", 1.0)))))
+
+    def ablation_presets(self, chosen: Sequence[str] | None = None) -> list[str]:
+        """The ``abl_*`` presets of dreamer_tf/configs.yaml, or the chosen ones (checked)."""
+        known = [name for name in read_presets() if name.startswith("abl_")]
+        if not chosen:
+            configured = self.ablations.get("presets", "all")
+            chosen = known if configured in ("all", None) else list(configured)
+        for name in chosen:
+            if name not in known:
+                raise SuiteError(_unknown("ablation preset", name, known))
+        return list(chosen)
+
+    # ------------------------------------------------------------ planning
+
+    def plan(
+        self,
+        outdir: str | Path,
+        budget: str = "short",
+        domains: Sequence[str] | None = None,
+        tasks: Sequence[str] | None = None,
+        agents: Sequence[str] = ("dreamerv3", "ppo"),
+        seeds: Sequence[int] | None = None,
+        ablations: Sequence[str] | None = None,
+        main: bool = True,
+        extra_presets: Sequence[str] = (),
+        overrides: Mapping[str, str] | None = None,
+        steps: int | None = None,
+        cpus: float | None = None,
+        gpus: float | None = None,
+        check_available: bool = True,
+    ) -> Plan:
+        """The runs of a sweep.
+
+        ``domains`` (default: all) and ``tasks`` (names or patterns, optionally ``domain:task``)
+        select the tasks; the budget's ``tasks: smoke`` picks each domain's smoke tasks unless
+        ``tasks`` are given. ``ablations`` (a list of ``abl_*`` presets, or ``[]`` for none) adds
+        DreamerV3 runs with each on the ablation tasks, plus the unablated DreamerV3 on those tasks;
+        ``main=False`` plans the ablation runs only.
+        """
+        budget_spec = self.budget(budget)
+        outdir = Path(outdir).expanduser().absolute()
+        for agent in agents:
+            if agent not in self.agents:
+                raise SuiteError(_unknown("agent", agent, self.agents))
+        for name in domains or ():
+            self.domain(name)
+        selected = self._select_tasks(domains, tasks, smoke=budget_spec.get("tasks") == "smoke")
+        runs: dict[str, RunSpec] = {}
+
+        def add(domain: str, task: str, agent: str, seed: int, ablation: str = "") -> None:
+            spec = self._spec(
+                domain,
+                task,
+                agent,
+                seed,
+                budget,
+                ablation,
+                outdir,
+                extra_presets,
+                overrides,
+                steps,
+                cpus,
+                gpus,
+            )
+            runs.setdefault(spec.run_id, spec)
+
+        if main:
+            for domain, task in selected:
+                for seed in self._seeds(domain, budget, seeds):
+                    for agent in agents:
+                        add(domain, task, agent, seed)
+        if ablations:
+            presets = self.ablation_presets(ablations)
+            if tasks:
+                ablation_tasks = selected
+            else:
+                key = "smoke_tasks" if budget_spec.get("tasks") == "smoke" else "tasks"
+                configured = self.ablations.get(key) or {}
+                ablation_tasks = [
+                    (domain, task)
+                    for domain, names in configured.items()
+                    if not domains or domain in domains
+                    for task in expand_tasks(domain, names)
+                ]
+            default_seeds = self.ablations.get("seeds")
+            for domain, task in ablation_tasks:
+                if seeds is not None:
+                    seed_list = list(seeds)
+                elif budget_spec.get("seeds") is not None:
+                    seed_list = list(range(int(budget_spec["seeds"])))
+                else:
+                    seed_list = list(range(int(default_seeds or 1)))
+                for seed in seed_list:
+                    add(domain, task, "dreamerv3", seed)
+                    for preset in presets:
+                        add(domain, task, "dreamerv3", seed, preset)
+        planned, unavailable = [], []
+        status_cache: dict[str, tuple[bool, str]] = {}
+        for spec in runs.values():
+            if check_available:
+                if spec.domain not in status_cache:
+                    status_cache[spec.domain] = domain_available(spec.domain)
+                available, reason = status_cache[spec.domain]
+                if not available:
+                    unavailable.append((spec, reason))
+                    continue
+            planned.append(spec)
+        return Plan(planned, unavailable, outdir, budget)
+
+    def _select_tasks(
+        self, domains: Sequence[str] | None, tasks: Sequence[str] | None, smoke: bool
+    ) -> list[tuple[str, str]]:
+        names = list(domains) if domains else list(self.domains)
+        if not tasks:
+            return [(d, t) for d in names for t in self.tasks(d, "smoke" if smoke else "all")]
+        selected: list[tuple[str, str]] = []
+        for item in tasks:
+            pin, pattern = item.split(":", 1) if ":" in item else (None, item)
+            if pin is not None:
+                self.domain(pin)
+            matches = [
+                (d, t)
+                for d in ([pin] if pin else names)
+                for t in self.tasks(d)
+                if fnmatch.fnmatchcase(t, pattern)
+            ]
+            if not matches:
+                raise SuiteError(
+                    f"Task '{item}' is in none of the domains {', '.join([pin] if pin else names)}. "
+                    "See benchmarks/suites.yaml or `python -m dreamer_tf.envs --domain <domain>`."
+                )
+            selected += [m for m in matches if m not in selected]
+        return selected
+
+    def _seeds(self, domain: str, budget: str, seeds: Sequence[int] | None) -> list[int]:
+        if seeds is not None:
+            return list(seeds)
+        count = self.budget(budget).get("seeds")
+        if count is None:
+            count = self.domain(domain).get("seeds", 1)
+        return list(range(int(count)))
+
+    def _spec(
+        self,
+        domain: str,
+        task: str,
+        agent: str,
+        seed: int,
+        budget: str,
+        ablation: str,
+        outdir: Path,
+        extra_presets: Sequence[str],
+        overrides: Mapping[str, str] | None,
+        steps: int | None,
+        cpus: float | None,
+        gpus: float | None,
+    ) -> RunSpec:
+        entry, budget_spec, agent_spec = self.domain(domain), self.budget(budget), self.agents[agent]
+        presets = [entry["preset"], *agent_spec.get("presets", []), *budget_spec.get("presets", [])]
+        presets += [ablation] if ablation else []
+        presets += list(extra_presets)
+        flags: dict[str, str] = {}
+        if agent_spec.get("train_ratio") and budget_spec.get("domain_train_ratio", True):
+            flags["run.train_ratio"] = _number(entry["train_ratio"])
+        flags.update({k: _number(v) for k, v in (budget_spec.get("flags") or {}).items()})
+        flags.update({k: str(v) for k, v in (overrides or {}).items()})
+        run_steps = int(steps) if steps is not None else self.steps(domain, task, budget)
+        resources = budget_spec.get("resources") or {}
+        spec = RunSpec(
+            domain=domain,
+            task=task,
+            agent=agent,
+            seed=int(seed),
+            steps=run_steps,
+            budget=budget,
+            presets=tuple(presets),
+            flags=tuple(flags.items()),
+            logdir="",
+            ablation=ablation,
+            cpus=float(cpus if cpus is not None else resources.get("cpus", 1)),
+            gpus=float(gpus if gpus is not None else resources.get("gpus", 0)),
+            size=_model_size(presets, entry.get("size", "size200m")),
+        )
+        return dataclasses.replace(spec, logdir=str(outdir / spec.run_id))
+
+    # ------------------------------------------------------------ cost estimate
+
+    def estimate(self, spec: RunSpec, profile: str = "gpu") -> dict[str, float]:
+        """Env steps, gradient updates and estimated seconds of one run (rough; see suites.yaml cost)."""
+        cost = self.cost.get(profile)
+        if cost is None:
+            raise SuiteError(_unknown("cost profile", profile, [k for k in self.cost if k != "startup_s"]))
+        ratio = _updates_per_step(spec.presets, spec.flags)
+        updates = spec.steps * ratio if spec.agent == "dreamerv3" else 0.0
+        env_rate = cost.get("ppo_env_steps_per_s" if spec.agent == "ppo" else "env_steps_per_s", 1000.0)
+        update_rate = (cost.get("updates_per_s") or {}).get(spec.size, 1.0)
+        seconds = float(self.cost.get("startup_s", 0)) + spec.steps / env_rate
+        seconds += updates / update_rate if updates else 0.0
+        return {"env_steps": float(spec.steps), "updates": updates, "seconds": seconds}
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def task_dirname(task: str) -> str:
+    """A task name as one folder name (bsuite ids hold a ``/``)."""
+    return task.replace("/", "-")
+
+
+def expand_tasks(domain: str, names: Iterable[str]) -> list[str]:
+    """Task names with shell patterns (``bsuite_catch/*``) expanded over the domain's catalog."""
+    out: list[str] = []
+    catalog: list[str] | None = None
+    for name in names:
+        if any(char in name for char in "*?["):
+            if catalog is None:
+                from dreamer_tf.envs.catalog import tasks as catalog_tasks
+
+                catalog = catalog_tasks(domain)
+            matched = [t for t in catalog if fnmatch.fnmatchcase(t, name)]
+            if not matched:
+                raise SuiteError(f"Pattern '{name}' matches no task of the domain {domain}.")
+            out += [t for t in matched if t not in out]
+        elif name not in out:
+            out.append(name)
+    return out
+
+
+def bsuite_steps(task: str, episode_steps: Mapping[str, Any]) -> int:
+    """Env steps for a bsuite id: its experiment's NUM_EPISODES times the longest episode.
+
+    ``episode_steps[experiment]`` is a number or ``{setting: name, plus: k}`` (the episode length is
+    that setting of the id, e.g. deep_sea's ``size``).
+    """
+    bsuite_id = task.split("_", 1)[1] if task.startswith("bsuite_") else task
+    experiment = bsuite_id.split("/")[0]
+    if experiment not in episode_steps:
+        raise SuiteError(f"suites.yaml bsuite.episode_steps has no entry for '{experiment}'.")
+    sweep = importlib.import_module(f"bsuite.experiments.{experiment}.sweep")
+    length = episode_steps[experiment]
+    if isinstance(length, Mapping):
+        from bsuite import sweep as all_settings
+
+        settings = all_settings.SETTINGS[bsuite_id if "/" in bsuite_id else f"{bsuite_id}/0"]
+        length = int(settings[length["setting"]]) + int(length.get("plus", 0))
+    return int(sweep.NUM_EPISODES) * int(length)
+
+
+def domain_available(domain: str) -> tuple[bool, str]:
+    """Whether a suite domain can run here (``dreamer_tf.envs.catalog.domain_status``)."""
+    from dreamer_tf.envs.catalog import domain_status
+
+    return domain_status(domain)
+
+
+def read_json(path: str | Path) -> dict[str, Any] | None:
+    """A JSON file's content; ``None`` if missing or torn."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def write_json(path: str | Path, data: Any) -> None:
+    """Replace a JSON file atomically (readers never see half a file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=1, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def write_status(logdir: str | Path, status: str, step: int, error: str | None, **extra: Any) -> None:
+    """``status.json`` in the CLI's format (dreamer_tf.loop.write_status), for runs that died early."""
+    record = {
+        "status": status,
+        "step": int(step),
+        "error": error,
+        "updated": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        **extra,
+    }
+    write_json(Path(logdir) / STATUS_FILE, record)
+
+
+def lock_owner(logdir: Path) -> int | None:
+    """The id of a live process that holds the run (its ``suite.lock``), else ``None``."""
+    try:
+        pid = int((logdir / LOCK_FILE).read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    if pid == os.getpid():
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        return pid
+    return pid
+
+
+def update_summary(
+    outdir: str | Path, entries: Mapping[str, Mapping[str, Any]], info: Mapping[str, Any]
+) -> Path:
+    """Merge run entries into ``<outdir>/suite.json`` (entries of earlier sweeps are kept)."""
+    path = Path(outdir) / SUMMARY_FILE
+    summary = read_json(path) or {}
+    runs = dict(summary.get("runs") or {})
+    for run_id, entry in entries.items():
+        runs[run_id] = {**runs.get(run_id, {}), **entry}
+    summary.update(info)
+    summary["updated"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    summary["runs"] = dict(sorted(runs.items()))
+    write_json(path, summary)
+    return path
+
+
+def error_headline(error: str | None, limit: int = 300) -> str:
+    """The line of an error or traceback that says what went wrong (its last non-empty line)."""
+    if not error:
+        return ""
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    line = lines[-1] if lines else ""
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+@functools.lru_cache(maxsize=256)
+def _updates_per_step(presets: tuple[str, ...], flags: tuple[tuple[str, str], ...]) -> float:
+    try:
+        config = load_config(list(presets), [f"--{k}={v}" for k, v in flags])
+    except ConfigError:
+        return 0.0
+    return float(config.run.train_ratio) / (config.batch_size * config.batch_length)
+
+
+def _model_size(presets: Sequence[str], default: str) -> str:
+    size = default
+    for name in presets:
+        if name.startswith("size") or name in ("debug", "small"):
+            size = name
+    return size
+
+
+def _number(value: Any) -> str:
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _unknown(kind: str, name: str, valid: Iterable[str]) -> str:
+    import difflib
+
+    valid = list(valid)
+    close = difflib.get_close_matches(name, valid, n=3, cutoff=0.4)
+    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    return f"Unknown {kind} '{name}'.{hint} Valid: {', '.join(valid)}."
