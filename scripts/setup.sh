@@ -23,7 +23,8 @@ VENV=${VENV:-.venv}
 OVERRIDES=${DREAMER_PIN_OVERRIDES:-}
 # libosmesa6: headless MuJoCo (MUJOCO_GL=osmesa); libgl1/libegl1: MuJoCo GL and EGL on GPU machines;
 # libglib2.0-0, libxcb1, libbsd0, zlib1g: linked by procgen's prebuilt libenv.so.
-APT_PACKAGES=(libosmesa6 libgl1 libegl1 libglib2.0-0 libxcb1 libbsd0 zlib1g)
+# chromium: the report test renders index.html headless and checks that every figure loads.
+APT_PACKAGES=(libosmesa6 libgl1 libegl1 libglib2.0-0 libxcb1 libbsd0 zlib1g chromium)
 
 say() { echo "[setup] $*"; }
 start=$SECONDS
