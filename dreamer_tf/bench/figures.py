@@ -81,13 +81,16 @@ def curve_figures(
                 for o in ("ours", "published")
                 if (m, o) in present
             ]
-            fig.legend(handles=handles, loc="upper center", ncol=max(len(handles), 1), frameon=False)
+            # Lay out the panels first, then make room above them for the title and the legend.
+            height = fig.get_figheight()
+            fig.tight_layout()
+            fig.subplots_adjust(top=1 - 0.95 / height)
             suffix = f"_{page + 1}" if len(tasks) > TASKS_PER_FIGURE else ""
             fig.suptitle(
-                f"{domain}: training episode score (mean ± std over seeds)",
-                y=0.995 - 0.4 / fig.get_figheight(),
+                f"{domain}: training episode score (mean ± std over seeds)", y=1 - 0.08 / height, va="top"
             )
-            fig.tight_layout(rect=(0, 0, 1, 1 - 0.7 / fig.get_figheight()))
+            fig.legend(handles=handles, loc="upper center", ncol=max(len(handles), 1), frameon=False,
+                       bbox_to_anchor=(0.5, 1 - 0.36 / height))  # fmt: skip
             path = folder / f"curves_{domain}{suffix}.png"
             fig.savefig(path, dpi=DPI)
             plt.close(fig)

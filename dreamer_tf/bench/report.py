@@ -367,6 +367,7 @@ def fmt(value: float) -> str:
 
 
 def mean_std(mean: float, std: float, seeds: int) -> str:
+    seeds = int(seeds)
     if not seeds:
         return "–"
     return f"{fmt(mean)} ± {fmt(std)} ({seeds})" if seeds > 1 else f"{fmt(mean)} (1)"
