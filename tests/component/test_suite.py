@@ -1,6 +1,6 @@
 """The suite definition and planning: benchmarks/suites.yaml against the catalog, configs and DESIGN
 budgets; which runs a sweep makes and where; run states; the dry run; executor errors.
-Nothing here trains (tests/smoke/test_suite.py runs sweeps)."""
+Nothing here trains (tests/smoke/test_sweep.py runs sweeps)."""
 
 from __future__ import annotations
 
