@@ -229,6 +229,8 @@ def aggregate_table(
             if bsuite_experiments.empty:
                 continue
             for agent, frame in bsuite_experiments.groupby("agent"):
+                if agent not in suite.agents:
+                    continue  # an ablation: in the ablation tables, not the comparison of agents
                 name = f"{suite.agents.get(agent, {}).get('label', agent)} (ours)"
                 sources[name] = [_values(group) for _, group in frame.groupby("bsuite_env")]
             label += " per experiment"
