@@ -123,7 +123,7 @@ def download(out: str | Path, ref: str = "main", force: bool = False, fetch: Fet
     return written
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, fetch: Fetch | None = None) -> int:
     parser = argparse.ArgumentParser(prog="download_scores.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="folder for the *.json.gz files")
     parser.add_argument(
@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true", help="download files that are already present")
     args = parser.parse_args(argv)
     try:
-        written = download(args.out, args.ref, args.force)
+        written = download(args.out, args.ref, args.force, fetch or fetch_url)
     except DownloadError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -360,7 +360,7 @@ def test_download_scores_with_a_fake_network(tmp_path):
         download_scores.download(tmp_path, force=True, fetch=fake_github({"x.json.gz": b"<html>"}))
 
 
-def test_download_scores_offline_says_what_to_do(tmp_path, monkeypatch, capsys):
+def test_download_scores_offline_says_what_to_do(tmp_path, capsys):
     offline = fake_github({}, listing_error=urllib.error.URLError("Name or service not known"))
     with pytest.raises(download_scores.DownloadError, match="needs internet access"):
         download_scores.download(tmp_path, fetch=offline)
@@ -368,9 +368,7 @@ def test_download_scores_offline_says_what_to_do(tmp_path, monkeypatch, capsys):
     def no_network(url):
         raise urllib.error.URLError("[Errno -2] Name or service not known")
 
-    monkeypatch.setattr(download_scores, "fetch_url", no_network)
-    monkeypatch.setattr(download_scores.download, "__defaults__", ("main", False, no_network))
-    assert download_scores.main(["--out", str(tmp_path)]) == 1
+    assert download_scores.main(["--out", str(tmp_path)], fetch=no_network) == 1
     message = capsys.readouterr().err
     assert (
         "needs internet access" in message
