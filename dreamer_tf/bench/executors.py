@@ -75,6 +75,9 @@ def run_env(spec: RunSpec, extra: Mapping[str, str] | None = None) -> dict[str, 
     env.setdefault("TF_NUM_INTEROP_THREADS", str(max(2, int(spec.cpus) // 2)))
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     env["PYTHONUNBUFFERED"] = "1"
+    # The run imports the same dreamer_tf as the sweep, also from a checkout that is not pip-installed.
+    package_root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
     env.update(extra or {})
     return env
 
