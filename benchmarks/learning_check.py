@@ -76,7 +76,7 @@ def run_chunk(args: argparse.Namespace, extra: list[str], seconds: float) -> int
 
 
 def our_curve(logdir: Path, bin_size: float) -> list[dict]:
-    """Mean training-episode score per ``bin_size`` env steps (the bin's end step as ``step``)."""
+    """Mean training-episode score per ``bin_size`` env steps, ``step`` the bin's last episode (at most its end)."""
     path = logdir / "scores.jsonl"
     if not path.exists():
         return []
@@ -88,10 +88,12 @@ def our_curve(logdir: Path, bin_size: float) -> list[dict]:
             scores.append(record["episode/score"])
     steps, scores = np.asarray(steps, float), np.asarray(scores, float)
     rows = []
-    for end in np.arange(bin_size, steps.max() + 1 if len(steps) else 0, bin_size):
+    # The last bin may be partial: it is labelled with its last episode's step, not the bin's end.
+    for end in np.arange(bin_size, steps.max() + bin_size if len(steps) else 0, bin_size):
         mask = (steps > end - bin_size) & (steps <= end)
         if mask.any():
-            rows.append({"step": int(end), "score": float(scores[mask].mean()), "episodes": int(mask.sum())})
+            step = min(end, steps[mask].max())
+            rows.append({"step": int(step), "score": float(scores[mask].mean()), "episodes": int(mask.sum())})
     return rows
 
 
