@@ -4,9 +4,10 @@ Tasks:
 
 - ``disc`` / ``cont``: the official dummy task. A 64x64x3 ``image``, a 7-dim ``vector``, reward 1 on
   every step after the first, episodes of ``config.env.dummy.length`` steps that end terminally.
-  One action key ``action``: 5 classes (``disc``) or 6 floats in [-1, 1] (``cont``).
+  One action key ``action``: 5 classes (``disc``) or 6 floats in [-1, 1] (``cont``; fewer with
+  ``config.env.dummy.dims``).
 - ``disc_match`` / ``cont_match``: a tiny learnable variant. The observation shows a target that
-  changes every step (``vector[:5]`` one-hot for ``disc``, ``vector[:6]`` for ``cont``); the reward
+  changes every step (``vector[:5]`` one-hot for ``disc``, ``vector[:dims]`` for ``cont``); the reward
   is 1 for choosing the shown class (``disc``) or ``1 - mean|action - target| / 2`` (``cont``), so
   a random policy scores about 0.2 (disc) or 0.67 (cont) per step and a perfect one 1.
 
@@ -49,12 +50,16 @@ class Dummy(Env):
         length: int = 100,
         seed: int = 0,
         image: bool = True,
+        dims: int = CONTINUOUS_SIZE,
     ) -> None:
         if task not in TASKS:
             raise ValueError(f"Unknown dummy task '{task}'. Tasks: {', '.join('dummy_' + t for t in TASKS)}")
         if int(length) < 1:
             raise ValueError(f"env.dummy.length must be at least 1, got {length}")
+        if not 1 <= int(dims) <= CONTINUOUS_SIZE:
+            raise ValueError(f"env.dummy.dims must be between 1 and {CONTINUOUS_SIZE}, got {dims}")
         self._discrete = task.startswith("disc")
+        self._dims = int(dims)
         self._match = task.endswith("_match")
         self._size = (int(size[0]), int(size[1]))
         self._length = int(length)
@@ -74,7 +79,7 @@ class Dummy(Env):
         if self._discrete:
             action = Space(np.int32, (), 0, DISCRETE_CLASSES)
         else:
-            action = Space(np.float32, (CONTINUOUS_SIZE,), -1.0, 1.0)
+            action = Space(np.float32, (self._dims,), -1.0, 1.0)
         return {"reset": Space(bool), "action": action}
 
     def step(self, action: dict[str, Any]) -> dict[str, np.ndarray]:
@@ -97,12 +102,13 @@ class Dummy(Env):
         if self._discrete:
             self._target = np.eye(CONTINUOUS_SIZE, dtype=np.float32)[rng.integers(DISCRETE_CLASSES)]
         else:
-            self._target = rng.uniform(-1, 1, CONTINUOUS_SIZE).astype(np.float32)
+            self._target = np.zeros(CONTINUOUS_SIZE, np.float32)
+            self._target[: self._dims] = rng.uniform(-1, 1, self._dims)
 
     def _reward(self, action: Any) -> float:
         if self._discrete:
             return float(int(action) == int(np.argmax(self._target)))
-        error = np.abs(np.clip(np.asarray(action, np.float32), -1, 1) - self._target).mean()
+        error = np.abs(np.clip(np.asarray(action, np.float32), -1, 1) - self._target[: self._dims]).mean()
         return float(1.0 - error / 2.0)
 
     def _obs(self, reward: float, is_first: bool = False, is_last: bool = False, is_terminal: bool = False):
@@ -132,4 +138,5 @@ def make(task: str, config: Any) -> Env:
     settings = config.env.dummy
     seed = int(getattr(config, "seed", 0) or 0)
     image = bool(settings.get("image", True))
-    return Dummy(task, size=tuple(settings.size), length=int(settings.length), seed=seed, image=image)
+    dims = int(settings.get("dims", CONTINUOUS_SIZE))
+    return Dummy(task, size=tuple(settings.size), length=int(settings.length), seed=seed, image=image, dims=dims)

@@ -53,6 +53,20 @@ def test_dummy_match_rewards_the_shown_target():
     assert obs["reward"] == pytest.approx(1.0)
 
 
+def test_dummy_cont_match_with_fewer_action_dims():
+    env = Dummy("cont_match", size=(8, 8), length=5, dims=2)
+    assert env.act_space["action"].shape == (2,)
+    obs = env.step({"reset": True, "action": np.zeros(2, np.float32)})
+    assert (obs["vector"][2:6] == 0).all() and (obs["vector"][:2] != 0).all()
+    target = obs["vector"][:2]
+    obs = env.step({"reset": False, "action": target})
+    assert obs["reward"] == pytest.approx(1.0)
+    obs = env.step({"reset": False, "action": -np.sign(obs["vector"][:2]).astype(np.float32)})
+    assert obs["reward"] < 0.75  # the opposite corner
+    with pytest.raises(ValueError, match="env.dummy.dims"):
+        Dummy("cont_match", dims=7)
+
+
 def test_dummy_through_registry():
     from dreamer_tf.config import load_config
     from dreamer_tf.envs import make
