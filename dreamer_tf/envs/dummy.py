@@ -139,4 +139,6 @@ def make(task: str, config: Any) -> Env:
     seed = int(getattr(config, "seed", 0) or 0)
     image = bool(settings.get("image", True))
     dims = int(settings.get("dims", CONTINUOUS_SIZE))
-    return Dummy(task, size=tuple(settings.size), length=int(settings.length), seed=seed, image=image, dims=dims)
+    return Dummy(
+        task, size=tuple(settings.size), length=int(settings.length), seed=seed, image=image, dims=dims
+    )
