@@ -281,3 +281,14 @@ def test_unsupported_action_spaces_are_named():
         Agent(obs_space, {"buttons": Space(np.int32, (3,), 0, 2)}, _config())
     with pytest.raises(ValueError, match="Action 'force'.*infinite bounds"):
         Agent(obs_space, {"force": Space(np.float32, (2,))}, _config())
+
+
+def test_resume_refuses_a_changed_ppo_hyperparameter(tmp_path):
+    from dreamer_tf.train import ConfigMismatchError, check_resume_config
+
+    saved = load_config([], ["--agent_name", "ppo", "--task", "gym_CartPole-v1"])
+    changed = saved.update({"ppo.lr": 1e-3})
+    with pytest.raises(ConfigMismatchError, match="ppo.lr"):
+        check_resume_config(changed, saved)
+    changes = check_resume_config(saved.update({"run.steps": 10}), saved)  # a run key may change
+    assert len(changes) == 1 and changes[0].startswith("run.steps")
