@@ -99,6 +99,10 @@ class DreamerModel(keras.layers.Layer):
 
     # ------------------------------------------------------------------ training
 
+    def after_update(self) -> None:
+        """Called by the runner after every optimizer step: move the slow critic."""
+        self.ac.update_slow()
+
     def train_loss(self, data: dict, training: bool = True):
         """The single scalar loss of Algorithm 1 on a replayed batch (B, C + T, ...).
 

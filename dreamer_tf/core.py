@@ -18,6 +18,13 @@ handed factories and never imports a network or an environment:
             metrics, updates = agent.train(batch)
             replay.update(updates)                            # fresh latents for replay context
 
+An on-policy agent (PPO) sets ``on_policy = True`` and learns from its own rollouts instead:
+the loop makes no replay buffer and, in place of the replay lines above, calls
+
+        agent.observe({**obs, **act, **extra})                # every step, all environments
+        if agent.ready():
+            metrics, gradient_steps = agent.update()
+
 Environment contract: ``dreamer_tf.envs.base`` (dict observations with
 ``reward``/``is_first``/``is_last``/``is_terminal``, dict actions with ``reset``).
 """
@@ -63,3 +70,19 @@ class Agent(Protocol):
 
     def load(self, state: dict[str, Any]) -> None:
         """Restore what ``save`` returned."""
+
+
+class OnPolicyAgent(Agent, Protocol):
+    """An agent that learns from the rollouts it collects (``on_policy = True``); no replay buffer."""
+
+    on_policy: bool
+
+    def observe(self, transitions: Batch) -> None:
+        """Take one step of every environment: observations (with reward and flags), the actions
+        the policy returned (zeros after an ``is_last`` step) and the policy's ``extra``."""
+
+    def ready(self) -> bool:
+        """Whether enough steps are in for an update."""
+
+    def update(self) -> tuple[dict[str, float], int]:
+        """Learn from the collected steps; returns ``(metrics, gradient_steps)``."""

@@ -22,6 +22,10 @@ fractional rest carries over, and nothing is earned before the replay buffer
 holds ``run.train_fill`` steps (0: one batch, ``batch_size * (batch_length +
 replay_context)`` steps).
 
+An on-policy agent (``agent.on_policy``, e.g. PPO) gets no replay buffer: every step goes to
+``agent.observe`` and ``agent.update`` runs whenever ``agent.ready()``; ``counter/updates``
+counts its gradient steps. Its checkpoint holds no replay (nor a partly collected rollout).
+
 The run folder gets ``metrics.jsonl``, ``scores.jsonl`` and TensorBoard events
 (through the logger), ``checkpoint/`` and ``status.json``. A run started again
 in the same folder resumes from its checkpoint: agent, replay buffer, counters,
@@ -206,7 +210,9 @@ class _Run:
         self.obs_space = {k: v for k, v in self.envs.obs_space.items() if not k.startswith("log/")}
         self.act_space = {k: v for k, v in self.envs.act_space.items() if k != "reset"}
         self.agent = self.make_agent(self.obs_space, self.act_space, config)
-        self.replay = self.make_replay(config)
+        self.on_policy = bool(getattr(self.agent, "on_policy", False))
+        # An on-policy agent keeps its own rollout: no replay buffer is filled or checkpointed.
+        self.replay = None if self.on_policy else self.make_replay(config)
         state = self.checkpoint.load(replay=self.replay)
         if state is not None:
             self.agent.load(state["agent"])
@@ -315,9 +321,12 @@ class _Run:
             if not printed_estimate:
                 printed_estimate = True
                 self._print_memory_estimate({k: v[0] for k, v in transitions.items()})
-            with self._timer("replay_add"):
-                for index in range(count):
-                    self.replay.add({k: v[index] for k, v in transitions.items()}, index)
+            if self.on_policy:
+                self.agent.observe(transitions)
+            else:
+                with self._timer("replay_add"):
+                    for index in range(count):
+                        self.replay.add({k: v[index] for k, v in transitions.items()}, index)
             all_obs = {**obs, **logs}
             for index in range(count):
                 # Steps are counted one environment at a time, so every episode gets its own step.
@@ -348,6 +357,14 @@ class _Run:
         return "done"
 
     def _train(self, new_steps: int) -> None:
+        if self.on_policy:
+            if self.agent.ready():
+                with self._timer("train"):
+                    metrics, gradient_steps = self.agent.update()
+                self.train_metrics.add(metrics)
+                self.updates += int(gradient_steps)
+                self.training_started = True
+            return
         if not self.training_started:
             if len(self.replay) < self.train_fill:
                 return
@@ -423,9 +440,10 @@ class _Run:
         updates_per_s, env_per_s = self._rates(now)
         logger.add(self.train_metrics.result(), prefix="train")
         logger.add(self.episode_metrics.result(), prefix="episode")
-        stats = dict(self.replay.stats()) if hasattr(self.replay, "stats") else {}
-        stats.setdefault("size", len(self.replay))
-        logger.add(stats, prefix="replay")
+        if self.replay is not None:
+            stats = dict(self.replay.stats()) if hasattr(self.replay, "stats") else {}
+            stats.setdefault("size", len(self.replay))
+            logger.add(stats, prefix="replay")
         elapsed = max(now - self.last_log, 1e-9)
         # Fraction of wall time spent in each part of the loop: where a speed-up has to come from.
         logger.add({k: v / elapsed for k, v in self.timers.result().items()}, prefix="timer")

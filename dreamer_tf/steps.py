@@ -83,6 +83,12 @@ def _rms(tensors) -> Any:
 
 
 def make_runner(model, optimizer, jit: bool = True, xla: bool = False):
+    """Compile ``model``'s steps for the active backend.
+
+    ``model`` is a Keras layer with ``train_loss(data) -> (loss, (metrics, updates))``,
+    ``after_update()`` (state changes after each optimizer step, e.g. a slow critic) and
+    ``policy_step(obs, carry, sample) -> (actions, carry, extra)``: DreamerV3 and PPO share the runners.
+    """
     optimizer.build(model.trainable_variables)
     if backend() == "tensorflow":
         return TensorFlowRunner(model, optimizer, jit, xla)
@@ -115,7 +121,7 @@ class TensorFlowRunner:
             grads = [g / scale for g in grads]
         else:
             self.optimizer.apply(grads, variables)
-        self.model.ac.update_slow()
+        self.model.after_update()
         metrics = dict(metrics)
         metrics.update(
             {
@@ -214,7 +220,7 @@ class JaxRunner:
         if self.scaling:
             grads = [g / self._loss_scale for g in grads]
         with self._scope(new_trainable, non_trainable) as scope:
-            self.model.ac.update_slow()
+            self.model.after_update()
         non_trainable = self._updated(scope, non_trainable)
         metrics = dict(metrics)
         metrics.update(

@@ -9,7 +9,7 @@
 Running the same command again with the same ``--logdir`` resumes from the
 run's checkpoint. On resume the config is compared with the saved
 ``config.yaml``: a difference in a key that changes the model or its data
-(``task``, ``agent_name``, ``agent.*``, ``replay_context``, the task's
+(``task``, ``agent_name``, ``agent.*``, ``ppo.*``, ``replay_context``, the task's
 ``env.<domain>.*``) is refused, since the checkpoint would not fit or would
 silently train a different agent; any other difference (``run.steps``,
 ``run.log_every``, ...) is allowed, printed, and the new config is saved with
@@ -42,7 +42,7 @@ AGENTS: dict[str, str] = {
 }
 
 # Keys whose change makes a checkpoint not fit or the resumed run a different experiment.
-MODEL_KEYS = ("task", "agent_name", "agent.", "replay_context")
+MODEL_KEYS = ("task", "agent_name", "agent.", "ppo.", "replay_context")
 
 
 class AgentUnavailableError(ImportError):
@@ -198,6 +198,16 @@ def describe(config: Config) -> str:
         f"Task: {config.task}    Agent: {config.agent_name}    Seed: {config.seed}",
         f"Logdir: {config.logdir}",
         f"Env steps: {run.steps:.4g} in {run.envs} envs ({run.parallel})",
+    ]
+    if config.agent_name == "ppo":
+        ppo = config.ppo
+        lines += [
+            f"PPO: rollouts of {ppo.rollout_length} x {run.envs} steps, {ppo.epochs} epochs of "
+            f"{ppo.minibatches} minibatches, lr {ppo.lr:g}    Precision: {config.precision}",
+            f"Backend: {os.environ.get('KERAS_BACKEND', 'keras default')}",
+        ]
+        return "\n".join(lines)
+    lines += [
         f"Batch: {config.batch_size} x {config.batch_length} (+{config.replay_context} context)",
         f"Train ratio: {run.train_ratio:g} ({ratio:.4g} updates per env step)",
         f"Replay: {config.replay.size:.4g} steps    Precision: {config.precision}",

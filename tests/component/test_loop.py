@@ -375,3 +375,77 @@ def test_random_agent_on_the_dummy_env(tmp_path, parts):
     assert scores and all(row["episode/score"] == 20 and row["episode/length"] == 21 for row in scores)
     assert len(scores) == 2 * (150 // 21)  # two envs, 150 observations each
     assert Checkpoint(tmp_path / "checkpoint").load()["loop"]["env_steps"] == 300
+
+
+class OnPolicyAgent(CountingAgent):
+    """Collects ``length`` steps per env, then 'updates' with 3 gradient steps (like PPO, no replay)."""
+
+    on_policy = True
+
+    def __init__(self, obs_space, act_space, config, length: int = 5):
+        super().__init__(obs_space, act_space, config)
+        self.length, self.steps, self.seen, self.update_calls = length, [], [], 0
+
+    def observe(self, transitions):
+        self.steps.append(transitions)
+        self.seen.append(transitions)
+
+    def ready(self):
+        return len(self.steps) == self.length
+
+    def update(self):
+        self.update_calls += 1
+        self.steps = []
+        return {"loss/policy": 1.0, "entropy": 0.5}, 3
+
+    def train(self, batch):
+        raise AssertionError("an on-policy agent is never given replayed batches")
+
+    def save(self):
+        return {"update_calls": self.update_calls}
+
+    def load(self, state):
+        self.update_calls = int(state["update_calls"])
+
+
+def run_on_policy(logdir, config):
+    agents = []
+
+    def make_agent(obs_space, act_space, config):
+        agents.append(OnPolicyAgent(obs_space, act_space, config))
+        return agents[-1]
+
+    def make_replay(config):
+        raise AssertionError("no replay buffer for an on-policy agent")
+
+    def make_envs(config, mode="train"):
+        return FakeEnvs(config.run.envs)
+
+    def make_logger(config, logdir):
+        return Logger(logdir, config.run.steps, progress=False)
+
+    status = loop.train(make_agent, make_replay, make_envs, make_logger, config, logdir)
+    return status, agents[0]
+
+
+def test_on_policy_agents_get_rollouts_not_replay(tmp_path):
+    config = make_config(**{"run.steps": 100})
+    status, agent = run_on_policy(tmp_path, config)
+    assert status == "done"
+    # 2 envs: 50 loop steps, an update after every 5 observed steps.
+    assert len(agent.seen) == 50 and agent.update_calls == 10
+    step = agent.seen[0]
+    assert set(step) == {"vector", "reward", "is_first", "is_last", "is_terminal", "action", "latent"}
+    assert all(len(value) == 2 for value in step.values())
+    for step in agent.seen:  # actions after the last step are zeros here too
+        np.testing.assert_array_equal(step["action"], np.where(step["is_last"], 0, 1))
+    metrics = read_jsonl(tmp_path / "metrics.jsonl")
+    assert metrics[-1]["counter/updates"] == 30  # gradient steps, 3 per update
+    keys = set().union(*metrics)
+    assert {"train/loss/policy", "train/entropy"} <= keys
+    assert not any(key.startswith("replay/") for key in keys)
+    assert not (tmp_path / "checkpoint" / "latest" / "replay").exists()
+    # Resume: the agent's own state and the counters come back; the run continues to 200 steps.
+    status, agent = run_on_policy(tmp_path, make_config(**{"run.steps": 200}))
+    assert status == "done" and agent.update_calls == 20
+    assert read_jsonl(tmp_path / "metrics.jsonl")[-1]["counter/updates"] == 60

@@ -70,3 +70,32 @@ def test_missing_domain_package_is_explained(tmp_path, task, configs):
     result = run_cli(tmp_path, task, configs)
     assert result.returncode == 2
     assert "install" in result.stderr.lower() and "Traceback" not in result.stderr
+
+
+# PPO on one domain per kind of space: images (CNN, discrete), a rank-2 vector board, continuous
+# actions, vectors + images with continuous actions, and Gymnasium. `debug` shrinks the networks and the
+# rollout (16 steps), so 200 env steps run several updates.
+PPO_RUNS = [
+    ("atari100k_pong", ["atari100k"]),
+    ("bsuite_catch/0", ["bsuite"]),
+    ("dmc_cartpole_balance", ["dmc_proprio"]),
+    ("dummy_cont", []),
+    ("gym_CartPole-v1", []),
+]
+
+
+@pytest.mark.parametrize("task, configs", PPO_RUNS, ids=[run[0] for run in PPO_RUNS])
+def test_ppo_trains_through_the_cli(tmp_path, task, configs):
+    result = run_cli(tmp_path, task, configs, "--agent", "ppo")
+    assert result.returncode == 0, result.stderr[-3000:]
+    status = json.loads((tmp_path / "status.json").read_text())
+    assert status["status"] == "done" and status["step"] >= 200
+    metrics = read_jsonl(tmp_path / "metrics.jsonl")
+    trained = [row for row in metrics if "train/loss/policy" in row]
+    assert trained, f"no PPO update was logged for {task}"
+    last = trained[-1]
+    for key in ("train/loss/policy", "train/loss/value", "train/entropy", "train/approx_kl"):
+        assert abs(last[key]) < 1e6, last  # finite and sane
+    assert last["counter/updates"] > 0
+    assert (tmp_path / "checkpoint" / "latest" / "manifest.json").exists()
+    assert not (tmp_path / "checkpoint" / "latest" / "replay").exists()
