@@ -138,12 +138,19 @@ class _StopSignal:
         if self.signum is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt  # a second Ctrl-C: the user does not want to wait for the save
         self.signum = signum
-        print(
+        _say(
             f"\nReceived {signal.Signals(signum).name}: finishing the iteration and saving a checkpoint "
-            "(Ctrl-C again to abort without saving).",
-            file=sys.stderr,
-            flush=True,
+            "(Ctrl-C again to abort without saving)."
         )
+
+
+def _say(message: str) -> None:
+    """Print to stderr, ignoring a closed stream: a parent that died and took the pipe with it
+    must not turn a clean stop (checkpoint saved) into a failure."""
+    try:
+        print(message, file=sys.stderr, flush=True)
+    except OSError:
+        pass
 
 
 class _Episodes:
@@ -351,7 +358,7 @@ class _Run:
             write_status(
                 self.logdir, "interrupted", self.env_steps, None, signal=signal.Signals(self.stop.signum).name
             )
-            print(f"Saved a checkpoint at env step {self.env_steps}; rerun to resume.", file=sys.stderr)
+            _say(f"Saved a checkpoint at env step {self.env_steps}; rerun to resume.")
             return "interrupted"
         write_status(self.logdir, "done", self.env_steps)
         return "done"

@@ -286,6 +286,22 @@ def test_sigterm_saves_and_reports_interrupted(tmp_path):
     assert len(replay) == 140 and resumed.train_calls == expected_updates(config, 140)
 
 
+def test_sigterm_with_a_closed_stderr_still_saves(tmp_path, monkeypatch):
+    # A parent that is killed takes the pipe of our stderr with it; the stop must stay clean.
+    class ClosedPipe:
+        def write(self, text):
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def flush(self):
+            raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr("sys.stderr", ClosedPipe())
+    status, _, _ = run_fake(tmp_path, make_config(**{"run.steps": 10_000}), signal_at=60)
+    monkeypatch.undo()
+    assert status == "interrupted" and loop.read_status(tmp_path)["status"] == "interrupted"
+    assert Checkpoint(tmp_path / "checkpoint").exists()
+
+
 def test_failure_is_recorded_and_raised(tmp_path):
     with pytest.raises(RuntimeError, match="diverged"):
         run_fake(tmp_path, make_config(), fail_at=3)
