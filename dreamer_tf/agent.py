@@ -197,7 +197,12 @@ class Agent:
         self.model = DreamerModel(
             obs_space, act_space, config, seed=config.seed, name="dreamer", dtype=keras.DTypePolicy(policy)
         )
-        self.optimizer = make_optimizer(config.agent.opt, loss_scale=self.precision == "float16")
+        actor_vars = [v for head in self.model.ac.actor.values() for v in head.trainable_variables]
+        self.optimizer = make_optimizer(
+            config.agent.opt,
+            loss_scale=self.precision == "float16",
+            multipliers={v.path: config.agent.opt.actor for v in actor_vars},
+        )
         self.runner = steps.make_runner(self.model, self.optimizer, jit=config.jit, xla=config.xla)
         self._rng = np.random.default_rng(config.seed)
 

@@ -8,7 +8,7 @@ Per tensor, with gradient g, parameter θ and step t (counting from 1):
     g ← g / max(1, ‖g‖ / (agc · max(pmin, ‖θ‖)))          adaptive gradient clipping
     ν ← β2 ν + (1 − β2) g²;    u = g / (sqrt(ν / (1 − β2^t)) + ε)   RMS scaling (LaProp)
     μ ← β1 μ + (1 − β1) u;     θ ← θ − lr_t · μ / (1 − β1^t)         momentum
-    lr_t = lr · min(1, (t − 1) / warmup)
+    lr_t = lr · min(1, (t − 1) / warmup) · m                      m: the tensor's lr multiplier (1 by default)
 
 ``optimizer: adam`` keeps the clipping but swaps the order of momentum and
 scaling (Adam: the first moment of g divided by the root of the second), for
@@ -49,6 +49,7 @@ class LaProp(keras.optimizers.Optimizer):
         epsilon: float = 1e-20,
         warmup: int = 1000,
         order: str = "laprop",
+        multipliers: dict[str, float] | None = None,
         name: str = "laprop",
         **kwargs,
     ) -> None:
@@ -58,6 +59,7 @@ class LaProp(keras.optimizers.Optimizer):
         self.agc, self.pmin = agc, pmin
         self.beta1, self.beta2, self.epsilon = beta1, beta2, epsilon
         self.order = order
+        self.multipliers = dict(multipliers or {})  # variable path -> learning-rate multiplier
 
     def build(self, var_list) -> None:
         if self.built:
@@ -65,12 +67,13 @@ class LaProp(keras.optimizers.Optimizer):
         super().build(var_list)
         self._mu = [self.add_variable_from_reference(v, "momentum") for v in var_list]
         self._nu = [self.add_variable_from_reference(v, "velocity") for v in var_list]
+        self._mult = [float(self.multipliers.get(v.path, 1.0)) for v in var_list]
 
     def update_step(self, gradient, variable, learning_rate) -> None:
         index = self._get_variable_index(variable)
         mu, nu = self._mu[index], self._nu[index]
         grad = ops.cast(gradient, variable.dtype)
-        lr = ops.cast(learning_rate, variable.dtype)
+        lr = ops.cast(learning_rate, variable.dtype) * self._mult[index]
         if self.agc:
             gnorm = ops.sqrt(ops.sum(ops.square(grad)))
             pnorm = ops.sqrt(ops.sum(ops.square(variable)))
@@ -102,8 +105,13 @@ class LaProp(keras.optimizers.Optimizer):
         return config
 
 
-def make_optimizer(opt, loss_scale: bool = False) -> keras.optimizers.Optimizer:
-    """Build the optimizer from ``config.agent.opt``; float16 wraps it in dynamic loss scaling."""
+def make_optimizer(
+    opt, loss_scale: bool = False, multipliers: dict[str, float] | None = None
+) -> keras.optimizers.Optimizer:
+    """Build the optimizer from ``config.agent.opt``; float16 wraps it in dynamic loss scaling.
+
+    ``multipliers`` maps variable paths to learning-rate multipliers (the actor's ``opt.actor``).
+    """
     optimizer = LaProp(
         learning_rate=opt.lr,
         agc=opt.agc,
@@ -113,6 +121,7 @@ def make_optimizer(opt, loss_scale: bool = False) -> keras.optimizers.Optimizer:
         epsilon=opt.eps,
         warmup=opt.warmup,
         order=opt.optimizer,
+        multipliers=multipliers,
     )
     if loss_scale:
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer, dynamic_growth_steps=1000)

@@ -415,3 +415,12 @@ def test_mixed_precision_trains(precision):
         make_obs(agent.obs_space, 2, np.random.default_rng(0), True), agent.init_policy(2)
     )
     check_actions(agent, actions, 2)
+
+
+def test_actor_learning_rate_multiplier_reaches_only_the_policy():
+    agent = make_agent("mixed", "--agent.opt.actor", "0.25")
+    actor = {v.path for head in agent.model.ac.actor.values() for v in head.trainable_variables}
+    assert actor and len(actor) < len(agent.model.trainable_variables)
+    multipliers = dict(zip((v.path for v in agent.model.trainable_variables), agent.optimizer._mult))
+    assert {p for p, m in multipliers.items() if m == 0.25} == actor
+    assert all(m == 1.0 for p, m in multipliers.items() if p not in actor)

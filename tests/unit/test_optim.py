@@ -150,3 +150,19 @@ def test_make_optimizer_from_config():
     assert isinstance(scaled, keras.optimizers.LossScaleOptimizer)
     adam = make_optimizer(load_config(["abl_adam"]).agent.opt)
     assert adam.order == "adam"
+
+
+def test_learning_rate_multiplier_scales_only_the_named_variables():
+    # LaProp's update is invariant to the gradient's scale, so a multiplier m moves a variable by
+    # exactly m times the distance it moves without one; other variables are unaffected.
+    params, grads = make_problem(1e-5)
+    hyper = {"learning_rate": 0.05, "agc": 0.0, "warmup": 0}
+    plain = run(LaProp(**hyper), params, grads)
+    variables = [keras.Variable(p, dtype="float32", name=f"v{i}") for i, p in enumerate(params)]
+    optimizer = LaProp(multipliers={variables[0].path: 0.25}, **hyper)
+    for step in grads:
+        optimizer.apply([keras.ops.convert_to_tensor(g, "float32") for g in step], variables)
+    np.testing.assert_allclose(
+        variable_value(variables[0]) - params[0], 0.25 * (plain[-1][0] - params[0]), rtol=1e-4, atol=1e-7
+    )
+    np.testing.assert_allclose(variable_value(variables[1]), plain[-1][1], rtol=1e-6, atol=1e-7)
