@@ -47,14 +47,14 @@ def test_catch_reaches_half_the_maximum_return(tmp_path):
     # `small` (0.36M parameters) at one update per env step (train ratio 256 = batch 16 x 16).
     flags = ["--run.envs", "4", "--run.parallel", "none", "--run.train_ratio", "256"]
     start = time.time()
-    train(tmp_path, "bsuite_catch/0", ["bsuite", "small"], 2000, *flags)
+    train(tmp_path, "bsuite_catch/0", ["bsuite", "small"], 3000, *flags)
     first = len(scores(tmp_path))
-    train(tmp_path, "bsuite_catch/0", ["bsuite", "small"], 4500, *flags)  # resumes the first chunk
+    train(tmp_path, "bsuite_catch/0", ["bsuite", "small"], 6000, *flags)  # resumes the first chunk
     records = scores(tmp_path)
     report("catch", records, time.time() - start)
     assert len(records) > first
     steps = [r["step"] for r in records]
-    assert steps == sorted(steps) and steps[-1] <= 4500  # one curve, continued, no duplicates
+    assert steps == sorted(steps) and steps[-1] <= 6000  # one curve, continued, no duplicates
     last = np.mean([r["episode/score"] for r in records[-100:]])
     assert last >= 0.5, f"mean return of the last 100 episodes {last:.2f} < 0.5"
 
@@ -67,8 +67,8 @@ def test_continuous_actions_rise_clearly_above_random(tmp_path):
     flags = ["--run.envs", "4", "--run.parallel", "none", "--run.train_ratio", "256"]
     flags += ["--env.dummy.image", "false", "--env.dummy.length", "25", "--env.dummy.dims", "1"]
     start = time.time()
-    train(tmp_path, "dummy_cont_match", ["small"], 1200, *flags)
-    train(tmp_path, "dummy_cont_match", ["small"], 2500, *flags)
+    train(tmp_path, "dummy_cont_match", ["small"], 2000, *flags)
+    train(tmp_path, "dummy_cont_match", ["small"], 4000, *flags)
     records = scores(tmp_path)
     report("cont_match", records, time.time() - start)
     per_step = [r["episode/score"] / (r["episode/length"] - 1) for r in records[-20:]]  # first step pays 0
