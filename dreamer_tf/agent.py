@@ -21,6 +21,7 @@ from keras import ops
 
 from dreamer_tf import steps
 from dreamer_tf.behavior import ActorCritic
+from dreamer_tf.core import checked_inputs, load_variables, random_actions, save_variables
 from dreamer_tf.distributions import gumbel
 from dreamer_tf.nets import split_obs_keys
 from dreamer_tf.optim import make_optimizer
@@ -231,26 +232,9 @@ class Agent:
         return tuple(np.asarray(x) for x in self.model.initial_carry(batch_size))
 
     def policy(self, obs: dict, state: Any, mode: str = "train") -> tuple[dict, Any, dict]:
-        n = len(obs["is_first"])
         if mode == "random":
-            actions = {
-                k: np.stack([s.sample(self._rng) for _ in range(n)]) for k, s in self.act_space.items()
-            }
-            return actions, state, {}
-        inputs = {}
-        for key in self.model.keys:
-            value = np.asarray(obs[key])
-            space = self.obs_space[key]
-            if value.shape[1:] != space.shape:
-                raise ValueError(
-                    f"Observation '{key}' has shape {value.shape[1:]} per environment but its space "
-                    f"declares {space.shape} ({space})."
-                )
-            if value.dtype != space.dtype and not (value.dtype.kind == space.dtype.kind != "u"):
-                raise ValueError(
-                    f"Observation '{key}' has dtype {value.dtype} but its space declares {space}."
-                )
-            inputs[key] = value
+            return random_actions(self.act_space, len(obs["is_first"]), self._rng), state, {}
+        inputs = checked_inputs(obs, self.model.keys, self.obs_space)
         actions, state, extra = self.runner.policy(inputs, state)
         actions = {k: v.astype(self.act_space[k].dtype) for k, v in actions.items()}
         return actions, state, extra
@@ -267,26 +251,9 @@ class Agent:
 
     def save(self) -> dict[str, Any]:
         self.runner.sync()
-        return {
-            "model": [np.asarray(v) for v in self.model.variables],
-            "optimizer": [np.asarray(v) for v in self.optimizer.variables],
-            "rng": self._rng.bit_generator.state,
-        }
+        return {**save_variables(self.model, self.optimizer), "rng": self._rng.bit_generator.state}
 
     def load(self, state: dict[str, Any]) -> None:
-        for name, variables in (("model", self.model.variables), ("optimizer", self.optimizer.variables)):
-            values = state[name]
-            if len(values) != len(variables):
-                raise ValueError(
-                    f"Checkpoint {name} has {len(values)} arrays but the agent has {len(variables)}; "
-                    "was it written with a different config?"
-                )
-            for var, value in zip(variables, values):
-                if tuple(var.shape) != tuple(np.shape(value)):
-                    raise ValueError(
-                        f"Checkpoint {name} variable {var.path} has shape {np.shape(value)}, "
-                        f"the agent expects {tuple(var.shape)}; was it written with a different config?"
-                    )
-                var.assign(value)
+        load_variables(state, self.model, self.optimizer)
         self._rng.bit_generator.state = state["rng"]
         self.runner.reload()

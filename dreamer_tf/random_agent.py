@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from dreamer_tf.core import random_actions
 from dreamer_tf.spaces import Space
 
 
@@ -36,12 +37,7 @@ class RandomAgent:
         return None
 
     def policy(self, obs: dict[str, np.ndarray], state: Any, mode: str = "train") -> tuple[dict, Any, dict]:
-        n = len(obs["is_first"])
-        actions = {
-            key: np.stack([space.sample(self._rng) for _ in range(n)]).astype(space.dtype)
-            for key, space in self.act_space.items()
-        }
-        return actions, state, {}
+        return random_actions(self.act_space, len(obs["is_first"]), self._rng), state, {}
 
     def train(self, batch: dict[str, np.ndarray]) -> tuple[dict[str, float], dict]:
         return {}, {}

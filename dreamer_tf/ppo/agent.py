@@ -22,6 +22,7 @@ import keras
 import numpy as np
 
 from dreamer_tf import steps
+from dreamer_tf.core import checked_inputs, load_variables, random_actions, save_variables
 from dreamer_tf.ppo.advantages import ReturnNormalizer, gae
 from dreamer_tf.ppo.networks import RAW, PPOModel
 from dreamer_tf.ppo.rollout import Rollout
@@ -70,22 +71,12 @@ class Agent:
         return ()  # feed-forward networks: no recurrent state
 
     def policy(self, obs: dict, state: Any, mode: str = "train") -> tuple[dict, Any, dict]:
-        n = len(obs["is_first"])
         if mode == "random":
-            actions = {
-                k: np.stack([s.sample(self._rng) for _ in range(n)]) for k, s in self.act_space.items()
-            }
-            return actions, state, {}
-        inputs = {"is_first": np.asarray(obs["is_first"])}
-        for key in self.model.keys:
-            value = np.asarray(obs[key])
-            space = self.obs_space[key]
-            if value.shape[1:] != space.shape:
-                raise ValueError(
-                    f"Observation '{key}' has shape {value.shape[1:]} per environment but its space "
-                    f"declares {space.shape} ({space})."
-                )
-            inputs[key] = value
+            return random_actions(self.act_space, len(obs["is_first"]), self._rng), state, {}
+        inputs = {
+            "is_first": np.asarray(obs["is_first"]),
+            **checked_inputs(obs, self.model.keys, self.obs_space),
+        }
         # The paper evaluates the stochastic policy: ``eval`` samples too.
         raw, state, extra = self.runner.policy(inputs, state)
         actions = {key: self._to_env(key, raw[key]) for key in self.act_space}
@@ -174,28 +165,14 @@ class Agent:
     def save(self) -> dict[str, Any]:
         self.runner.sync()
         return {
-            "model": [np.asarray(v) for v in self.model.variables],
-            "optimizer": [np.asarray(v) for v in self.optimizer.variables],
+            **save_variables(self.model, self.optimizer),
             "normalizer": self.normalizer.state(),
             "rollouts": self.rollouts,
             "rng": self._rng.bit_generator.state,
         }
 
     def load(self, state: dict[str, Any]) -> None:
-        for name, variables in (("model", self.model.variables), ("optimizer", self.optimizer.variables)):
-            values = state[name]
-            if len(values) != len(variables):
-                raise ValueError(
-                    f"Checkpoint {name} has {len(values)} arrays but the PPO agent has {len(variables)}; "
-                    "was it written with a different config?"
-                )
-            for var, value in zip(variables, values):
-                if tuple(var.shape) != tuple(np.shape(value)):
-                    raise ValueError(
-                        f"Checkpoint {name} variable {var.path} has shape {np.shape(value)}, "
-                        f"the agent expects {tuple(var.shape)}; was it written with a different config?"
-                    )
-                var.assign(value)
+        load_variables(state, self.model, self.optimizer)
         self.normalizer.load(state["normalizer"])
         self.rollouts = int(state["rollouts"])
         self._rng.bit_generator.state = state["rng"]

@@ -275,6 +275,17 @@ def test_actions_fit_the_space_and_log_probs_are_of_the_raw_sample():
     np.testing.assert_array_equal(act["action"], extra["ppo/raw/action"] + 1)
 
 
+def test_bad_observations_raise_naming_the_key():
+    obs_space, act_space = _spaces("discrete")
+    agent = Agent(obs_space, act_space, _config())
+    obs = _obs(np.random.default_rng(0))
+    with pytest.raises(ValueError, match="'vector' has shape \\(4,\\)"):
+        agent.policy({**obs, "vector": np.zeros((5, 4), np.float32)}, ())
+    with pytest.raises(ValueError, match="'vector' has dtype int64"):
+        agent.policy({**obs, "vector": np.zeros((5, 3), np.int64)}, ())
+    agent.policy({**obs, "vector": obs["vector"].astype(np.float64)}, ())  # float64 is still a float
+
+
 def test_unsupported_action_spaces_are_named():
     obs_space, _ = _spaces("discrete")
     with pytest.raises(ValueError, match="Action 'buttons'.*discrete actions of shape"):
