@@ -6,6 +6,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow_probability.substrates.numpy as tfp
+from autodiff import gradient
 from keras import ops
 
 from dreamer_tf import distributions as dists
@@ -17,26 +18,6 @@ tfd = tfp.distributions
 
 def to_numpy(x) -> np.ndarray:
     return np.asarray(ops.convert_to_numpy(x))
-
-
-def gradient(fn, x: np.ndarray) -> np.ndarray:
-    """d fn(x) / dx for a scalar ``fn`` of one float32 array, with the active backend's autodiff."""
-    x = np.asarray(x, np.float32)
-    backend = keras.backend.backend()
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        value = tf.constant(x)
-        with tf.GradientTape() as tape:
-            tape.watch(value)
-            out = fn(value)
-        grad = tape.gradient(out, value)
-        return np.zeros_like(x) if grad is None else grad.numpy()
-    if backend == "jax":
-        import jax
-
-        return np.asarray(jax.grad(fn)(x))
-    pytest.skip(f"no autodiff helper for backend {backend}")
 
 
 def softmax(x: np.ndarray) -> np.ndarray:

@@ -3,10 +3,10 @@ plus the agent's checkpoint round trip and its error for unsupported action spac
 
 from __future__ import annotations
 
-import keras
 import numpy as np
 import pytest
 import tensorflow_probability.substrates.numpy as tfp
+from autodiff import gradient, value_and_gradient
 from keras import ops
 
 from dreamer_tf.config import load_config
@@ -107,23 +107,6 @@ def test_return_normalizer_is_debiased_and_never_amplifies_small_returns():
 # ---------------------------------------------------------------------- objectives
 
 
-def _grad(fn, x):
-    """d fn(x) / dx for a float array, on the active backend."""
-    backend = keras.backend.backend()
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        x = tf.constant(x)
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            y = fn(x)
-        return np.asarray(tape.gradient(y, x)), np.asarray(y)
-    import jax
-
-    y, g = jax.value_and_grad(lambda v: fn(v))(np.asarray(x))
-    return np.asarray(g), np.asarray(y)
-
-
 @pytest.mark.parametrize(
     "ratio, advantage, moves",
     [
@@ -138,7 +121,7 @@ def _grad(fn, x):
 def test_clipped_surrogate_gradient(ratio, advantage, moves):
     old = np.array([-1.0], np.float32)
     logp = old + np.log(np.array([ratio], np.float32))
-    grad, loss = _grad(
+    loss, grad = value_and_gradient(
         lambda lp: ops.sum(losses.clipped_surrogate(lp, old, np.float32(advantage), 0.2)), logp
     )
     clipped = np.clip(ratio, 0.8, 1.2)
@@ -158,7 +141,7 @@ def test_value_loss_clipping_is_pessimistic():
     clipped = np.clip(value - old, -0.2, 0.2) + old
     expected = 0.5 * np.maximum((value - target) ** 2, (clipped - target) ** 2)
     np.testing.assert_allclose(got, expected, rtol=1e-6)
-    grad, _ = _grad(lambda v: ops.sum(losses.value_loss(v, target, old, 0.2)), value)
+    grad = gradient(lambda v: ops.sum(losses.value_loss(v, target, old, 0.2)), value)
     assert grad[0] == 0.0  # moved past old + 0.2 towards the target: the clipped error dominates
     np.testing.assert_allclose(
         np.asarray(losses.value_loss(value, target, old, 0.0)), 0.5 * (value - target) ** 2
