@@ -109,6 +109,7 @@ def check_resume_config(config: Config, saved: Config) -> list[str]:
     from dreamer_tf.envs import split_task
 
     new, old = config.flat(), saved.flat()
+    defaults = load_config().flat()
     domain = split_task(config.task)[0]
     model_keys = MODEL_KEYS + (f"env.{domain}.",)
     changes, refused = [], []
@@ -116,7 +117,10 @@ def check_resume_config(config: Config, saved: Config) -> list[str]:
         if key == "logdir" or new.get(key, "<missing>") == old.get(key, "<missing>"):
             continue
         line = f"{key}: {old.get(key, '<missing>')!r} -> {new.get(key, '<missing>')!r}"
-        if key in model_keys or key.startswith(tuple(k for k in model_keys if k.endswith("."))):
+        if key not in old and key in defaults and new[key] == defaults[key]:
+            # A key added to the defaults after the run began, at its default: the run's behaviour.
+            changes.append(line + " (added to the defaults since)")
+        elif key in model_keys or key.startswith(tuple(k for k in model_keys if k.endswith("."))):
             refused.append(line)
         else:
             changes.append(line)

@@ -139,3 +139,17 @@ def test_save_load_round_trip(tmp_path):
     assert isinstance(restored.run.steps, float) and isinstance(restored.agent.dyn.deter, int)
     assert restored.agent.opt.lr == pytest.approx(4e-5)
     assert restored.env.dummy.size == (32, 32)
+
+
+def test_resume_accepts_a_model_key_added_to_the_defaults_at_its_default_value():
+    from dreamer_tf.config import Config
+    from dreamer_tf.train import ConfigMismatchError, check_resume_config
+
+    config = load_config(["small"], ["--task", "bsuite_catch/0"])
+    tree = config.to_dict()
+    del tree["agent"]["opt"]["actor"]  # a run begun before agent.opt.actor existed
+    saved = Config(tree)
+    changes = check_resume_config(config, saved)
+    assert changes == ["agent.opt.actor: '<missing>' -> 1.0 (added to the defaults since)"]
+    with pytest.raises(ConfigMismatchError, match="agent.opt.actor"):  # at another value it is a new model
+        check_resume_config(config.update({"agent.opt.actor": 0.5}), saved)
