@@ -241,8 +241,10 @@ class JaxRunner:
 
     def train(self, data: dict) -> tuple[dict[str, float], dict]:
         self.state, (metrics, updates) = self._train(self.state, data)
+        # One transfer for everything the host needs, instead of one blocking copy per scalar.
+        metrics, updates, count = self.jax.device_get((metrics, updates, self.state[2][0]))
         metrics = _metrics_to_floats(metrics)
-        metrics["opt/updates"] = float(np.asarray(self.state[2][0]))
+        metrics["opt/updates"] = float(count)
         return metrics, _to_numpy(updates)
 
     def policy(self, obs: dict, carry: tuple, sample: bool = True):
