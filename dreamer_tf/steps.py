@@ -245,7 +245,7 @@ class JaxRunner:
         metrics, updates, count = self.jax.device_get((metrics, updates, self.state[2][0]))
         metrics = _metrics_to_floats(metrics)
         metrics["opt/updates"] = float(count)
-        return metrics, _to_numpy(updates)
+        return metrics, updates
 
     def policy(self, obs: dict, carry: tuple, sample: bool = True):
         trainable, non_trainable, opt = self.state
