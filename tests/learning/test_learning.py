@@ -11,20 +11,24 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import pytest
 from cli_runs import check_one_curve, report, scores, train
 
 
+@pytest.mark.timeout(1500)  # about 1,000 s on TensorFlow on two cores
 def test_catch_reaches_half_the_maximum_return(tmp_path):
     # bsuite catch: a random policy averages about -0.6, the best possible is +1.
     # `small` (0.36M parameters) at one update per env step (train ratio 256 = batch 16 x 16).
+    # 8K env steps: in our runs learning began between 2K and 4.5K steps, and in one (CI, JAX) not
+    # by 6K (README, "Does it learn?").
     flags = ["--run.envs", "4", "--run.parallel", "none", "--run.train_ratio", "256"]
     start = time.time()
-    train(tmp_path, "bsuite_catch/0", ["bsuite", "small"], 3000, *flags)
+    train(tmp_path, "bsuite_catch/0", ["bsuite", "small"], 4000, *flags)
     first = len(scores(tmp_path))
-    train(tmp_path, "bsuite_catch/0", ["bsuite", "small"], 6000, *flags)  # resumes the first chunk
+    train(tmp_path, "bsuite_catch/0", ["bsuite", "small"], 8000, *flags)  # resumes the first chunk
     records = scores(tmp_path)
     report("catch", records, time.time() - start, 100)
-    check_one_curve(records, first, 6000)
+    check_one_curve(records, first, 8000)
     last = np.mean([r["episode/score"] for r in records[-100:]])
     assert last >= 0.5, f"mean return of the last 100 episodes {last:.2f} < 0.5"
 
