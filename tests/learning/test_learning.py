@@ -15,7 +15,7 @@ import pytest
 from cli_runs import check_one_curve, report, scores, train
 
 
-@pytest.mark.timeout(2400)  # alone on two cores about 1,000 s (TF), 800 s (JAX); guards against a hang
+@pytest.mark.timeout(2400)  # clean-clone CI here, 2026-11-30: TF 1,520 s; guards against a hang
 def test_catch_reaches_half_the_maximum_return(tmp_path):
     # bsuite catch: a random policy averages about -0.6, the best possible is +1.
     # `small` (0.36M parameters) at one update per env step (train ratio 256 = batch 16 x 16).
