@@ -16,7 +16,7 @@ from cli_runs import check_one_curve, report, scores, train
 
 
 # Guards against a hang. Clean-clone CI here, 2026-11-30 (two threads, nothing beside it): TF 1,520 s.
-# scripts/test.sh runs it on one thread beside the rest of the suite, about 25% slower.
+# scripts/test.sh runs it on one thread beside the rest of the suite: 1,791 s in clean-clone CI, 2026-12-01.
 @pytest.mark.timeout(4200)
 @pytest.mark.own_lane
 def test_catch_reaches_half_the_maximum_return(tmp_path):

@@ -181,7 +181,7 @@ def test_ray_executor_on_a_local_instance(suite_file, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(2100)  # 337 s alone on 2 cores; scripts/test.sh runs it beside the learning tier
+@pytest.mark.timeout(2100)  # clean-clone CI 2026-12-01, one thread beside the catch test: 521 s
 def test_smoke_sweep_of_every_domain_and_its_report(tmp_path):
     """CI's sweep: all domains, DreamerV3 and PPO, smoke budget; then the report and its page."""
     out = tmp_path / "runs"
