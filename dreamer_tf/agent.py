@@ -202,7 +202,7 @@ class Agent:
         self.optimizer = make_optimizer(
             config.agent.opt,
             loss_scale=self.precision == "float16",
-            multipliers={v.path: config.agent.opt.actor for v in actor_vars},
+            multipliers=[(v, config.agent.opt.actor) for v in actor_vars],
         )
         self.runner = steps.make_runner(self.model, self.optimizer, jit=config.jit, xla=config.xla)
         self._rng = np.random.default_rng(config.seed)

@@ -49,7 +49,7 @@ class LaProp(keras.optimizers.Optimizer):
         epsilon: float = 1e-20,
         warmup: int = 1000,
         order: str = "laprop",
-        multipliers: dict[str, float] | None = None,
+        multipliers: list[tuple[keras.Variable, float]] | None = None,
         name: str = "laprop",
         **kwargs,
     ) -> None:
@@ -59,7 +59,9 @@ class LaProp(keras.optimizers.Optimizer):
         self.agc, self.pmin = agc, pmin
         self.beta1, self.beta2, self.epsilon = beta1, beta2, epsilon
         self.order = order
-        self.multipliers = dict(multipliers or {})  # variable path -> learning-rate multiplier
+        # (variable, learning-rate multiplier) pairs, matched by identity: Keras paths such as
+        # ``linear/kernel`` repeat across layers, so a path would also catch other layers' weights.
+        self.multipliers = {id(var): float(mult) for var, mult in multipliers or ()}
 
     def build(self, var_list) -> None:
         if self.built:
@@ -67,7 +69,7 @@ class LaProp(keras.optimizers.Optimizer):
         super().build(var_list)
         self._mu = [self.add_variable_from_reference(v, "momentum") for v in var_list]
         self._nu = [self.add_variable_from_reference(v, "velocity") for v in var_list]
-        self._mult = [float(self.multipliers.get(v.path, 1.0)) for v in var_list]
+        self._mult = [self.multipliers.get(id(v), 1.0) for v in var_list]
 
     def update_step(self, gradient, variable, learning_rate) -> None:
         index = self._get_variable_index(variable)
@@ -106,11 +108,11 @@ class LaProp(keras.optimizers.Optimizer):
 
 
 def make_optimizer(
-    opt, loss_scale: bool = False, multipliers: dict[str, float] | None = None
+    opt, loss_scale: bool = False, multipliers: list[tuple[keras.Variable, float]] | None = None
 ) -> keras.optimizers.Optimizer:
     """Build the optimizer from ``config.agent.opt``; float16 wraps it in dynamic loss scaling.
 
-    ``multipliers`` maps variable paths to learning-rate multipliers (the actor's ``opt.actor``).
+    ``multipliers``: (variable, learning-rate multiplier) pairs (the actor's ``opt.actor``).
     """
     optimizer = LaProp(
         learning_rate=opt.lr,

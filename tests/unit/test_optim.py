@@ -159,7 +159,7 @@ def test_learning_rate_multiplier_scales_only_the_named_variables():
     hyper = {"learning_rate": 0.05, "agc": 0.0, "warmup": 0}
     plain = run(LaProp(**hyper), params, grads)
     variables = [keras.Variable(p, dtype="float32", name=f"v{i}") for i, p in enumerate(params)]
-    optimizer = LaProp(multipliers={variables[0].path: 0.25}, **hyper)
+    optimizer = LaProp(multipliers=[(variables[0], 0.25)], **hyper)
     for step in grads:
         optimizer.apply([keras.ops.convert_to_tensor(g, "float32") for g in step], variables)
     np.testing.assert_allclose(
