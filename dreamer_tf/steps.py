@@ -115,6 +115,13 @@ class TensorFlowRunner:
             loss, (metrics, updates) = self.model.train_loss(data)
             scaled = self.optimizer.scale_loss(loss) if self.scaling else loss
         grads = tape.gradient(scaled, variables)
+        # The optimizer may only write the variables once the forward pass has used them.
+        # TensorFlow orders each variable read before the later write, but not the read's
+        # consumers: a read that no gradient depends on (the continue and reward heads on
+        # imagined states, which only weight the actor loss) could see an in-place update
+        # half done, so the same step on the same state gave different metrics now and then.
+        with tf.control_dependencies(tf.nest.flatten((loss, metrics, updates))):
+            grads = [None if g is None else tf.identity(g) for g in grads]
         if self.scaling:
             scale = ops.convert_to_tensor(self.optimizer.dynamic_scale)
             self.optimizer.apply(grads, variables)
