@@ -3,18 +3,16 @@
 #
 #   bash scripts/test.sh                       # everything (what CI runs): see "The full run" below
 #   bash scripts/test.sh tests/unit -x         # extra arguments go to pytest, once per backend
-#   BACKENDS=jax bash scripts/test.sh -m learning   # the learning tier on JAX (not in the full run)
+#   BACKENDS=jax bash scripts/test.sh -m learning   # the learning tier on JAX only
 #   LINT=0 bash scripts/test.sh                # skip ruff
 #
-# The full run (no pytest arguments) is three pytest stages in two lanes that run side by side, each
-# process on one thread: the networks in the tests are small enough that a second thread gains them
-# nothing (bsuite catch, preset small: 4.7-5.2 updates/s on one thread, 4.8 on two), so the two cores
-# do two things at once. The longest test (catch, marker own_lane) is split from the rest:
-#   lane 1: catch on TensorFlow, then the backend-dependent tests on each other backend (JAX) without
-#           the learning tier
-#   lane 2: everything else on TensorFlow
-# The learning tier on JAX is not part of the full run (it would add about 40 minutes on two cores):
-# run it with `BACKENDS=jax bash scripts/test.sh -m learning` or `tox -e jax`.
+# The full run (no pytest arguments) is pytest stages in two lanes that run side by side, each process
+# on one thread: the networks in the tests are small enough that a second thread gains them nothing
+# (bsuite catch, preset small: 4.7-5.2 updates/s on one thread, 4.8 on two), so the two cores do two
+# things at once. The longest test (DreamerV3 learns catch, marker own_lane) is split from the rest:
+#   lane 1: catch on TensorFlow, then on each other backend (JAX) catch and the other DreamerV3
+#           learning test (tests/learning/test_learning.py)
+#   lane 2: everything else on TensorFlow, then the rest of the backend-dependent tests on JAX
 # Each output line starts with its lane's number; pytest lists each stage's 15 slowest tests.
 # With pytest arguments the stages run one after another, one per backend, as given.
 #
@@ -61,11 +59,13 @@ pytest_stage() {  # pytest_stage NAME BACKEND PYTEST-ARGS...
 }
 
 lane() {  # lane N STAGE...: run pytest stages one after another, each output line prefixed [N]
-  local n=$1 spec name backend marks
+  # STAGE is "NAME|BACKEND|MARKS|EXTRA": pytest -m MARKS, plus EXTRA (paths or options) when given.
+  local n=$1 spec name backend marks extra
   shift
   for spec in "$@"; do
-    IFS='|' read -r name backend marks <<< "$spec"
-    pytest_stage "$name" "$backend" -m "$marks" --durations=15 2>&1 | sed -u "s/^/[$n] /"
+    IFS='|' read -r name backend marks extra <<< "$spec"
+    # shellcheck disable=SC2086  # EXTRA is a list of words
+    pytest_stage "$name" "$backend" -m "$marks" --durations=15 $extra 2>&1 | sed -u "s/^/[$n] /"
   done
 }
 
@@ -79,12 +79,15 @@ if (($# == 0)); then
   export TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREADS=1 OMP_NUM_THREADS=1
   export XLA_FLAGS="${XLA_FLAGS:-} --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
   lane1=() lane2=()
+  dreamer_learning=tests/learning/test_learning.py
   for backend in $BACKENDS; do
     if [[ $backend == "$primary" ]]; then
       lane1=("pytest $backend own_lane|$backend|own_lane" "${lane1[@]}")
-      lane2=("pytest $backend|$backend|not own_lane")
+      lane2=("pytest $backend|$backend|not own_lane" "${lane2[@]}")
     else
-      lane1+=("pytest $backend|$backend|not learning and not backend_independent")
+      lane1+=("pytest $backend own_lane|$backend|own_lane")
+      lane1+=("pytest $backend learning|$backend|learning and not own_lane|$dreamer_learning")
+      lane2+=("pytest $backend|$backend|not own_lane and not backend_independent|--ignore=$dreamer_learning")
     fi
   done
   lane 1 "${lane1[@]}" &

@@ -1,18 +1,29 @@
 """Proof that DreamerV3 learns: small tasks trained through the CLI, in minutes on two cores.
 
 Each run is ``python -m dreamer_tf.train`` in a subprocess (the backend comes from
-``KERAS_BACKEND``), split into two chunks: the second resumes from the first's checkpoint
+``KERAS_BACKEND``), split into chunks: each resumes from the last one's checkpoint
 (weights, optimizer, normalisers, replay), so a resume that lost anything shows up as a
 failure to learn. Thresholds are fixed: if a change makes a test fail, fix the agent.
 """
 
 from __future__ import annotations
 
+import os
 import time
 
 import numpy as np
 import pytest
 from cli_runs import check_one_curve, report, scores, train
+
+
+def backend_flags() -> list[str]:
+    """Compile settings per backend; they change the speed, not the maths.
+
+    JAX on the CPU runs the `small` preset's unrolled time loops faster (one thread, catch-shaped
+    batch, 60 timed updates of the agent in-process, 2026-12-01: 5.78 updates/s unrolled, 3.35 rolled); on
+    TensorFlow unrolling is slower (4.50 vs 5.51), so only JAX unrolls.
+    """
+    return ["--agent.unroll", "true"] if os.environ.get("KERAS_BACKEND") == "jax" else []
 
 
 # Guards against a hang. Clean-clone CI here, 2026-11-30 (two threads, nothing beside it): TF 1,520 s.
@@ -22,20 +33,22 @@ from cli_runs import check_one_curve, report, scores, train
 def test_catch_reaches_half_the_maximum_return(tmp_path):
     # bsuite catch: a random policy averages about -0.6, the best possible is +1.
     # `small` (0.36M parameters) at one update per env step (train ratio 256 = batch 16 x 16).
-    # 8K env steps: in our runs learning began between 2K and 4.5K steps, and in one (CI, JAX) not
-    # by 6K (README, "Does it learn?").
-    flags = ["--run.envs", "4", "--run.parallel", "none", "--run.train_ratio", "256"]
+    # Up to 8K env steps in chunks of 4K, 2K and 2K, each resuming the last: in our runs learning
+    # began between 2K and 4.5K steps, and in one (CI, JAX) not by 6K (README, "Does it learn?").
+    # The test stops after the first chunk that ends with the last 100 episodes at +0.5 or more.
+    flags = ["--run.envs", "4", "--run.parallel", "none", "--run.train_ratio", "256", *backend_flags()]
     start = time.time()
     train(tmp_path, "bsuite_catch/0", ["bsuite", "small"], 4000, *flags, timeout=2400)
     first = len(scores(tmp_path))
-    train(
-        tmp_path, "bsuite_catch/0", ["bsuite", "small"], 8000, *flags, timeout=2400
-    )  # resumes the first chunk
-    records = scores(tmp_path)
+    for steps in (6000, 8000):
+        train(tmp_path, "bsuite_catch/0", ["bsuite", "small"], steps, *flags, timeout=2400)
+        records = scores(tmp_path)
+        last = np.mean([r["episode/score"] for r in records[-100:]])
+        if last >= 0.5:
+            break
     report("catch", records, time.time() - start, 100)
-    check_one_curve(records, first, 8000)
-    last = np.mean([r["episode/score"] for r in records[-100:]])
-    assert last >= 0.5, f"mean return of the last 100 episodes {last:.2f} < 0.5"
+    check_one_curve(records, first, steps)
+    assert last >= 0.5, f"mean return of the last 100 episodes {last:.2f} < 0.5 after {steps} env steps"
 
 
 @pytest.mark.timeout(2400)  # TF 496 s alone (README); guards against a hang
@@ -46,6 +59,7 @@ def test_continuous_actions_rise_clearly_above_random(tmp_path):
     # reward prediction) earns more.
     flags = ["--run.envs", "4", "--run.parallel", "none", "--run.train_ratio", "256"]
     flags += ["--env.dummy.image", "false", "--env.dummy.length", "25", "--env.dummy.dims", "1"]
+    flags += backend_flags()
     start = time.time()
     train(tmp_path, "dummy_cont_match", ["small"], 2000, *flags)
     train(tmp_path, "dummy_cont_match", ["small"], 4000, *flags)
