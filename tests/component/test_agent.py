@@ -29,7 +29,6 @@ OBS_SPACES = {
     },
 }
 DISCRETE = Space(np.int32, (), 0, 3)
-REPEATS = 150  # train steps in the repeat test (about 0.15 s each on the 2-core CPU)
 CONTINUOUS = Space(np.float32, (2,), -1.0, 1.0)
 ACT_SPACES = {
     "vector": {"action": CONTINUOUS},
@@ -312,7 +311,7 @@ def test_a_train_step_repeats_exactly_on_the_same_state(vector_agents):
     state = agent.save()
     batch = make_batch(agent, seed=9)
     reference, _ = agent.train(batch)
-    for _ in range(REPEATS):
+    for _ in range(150):  # about 0.15 s each on the 2-core CPU
         agent.load(state)
         metrics, _ = agent.train(batch)
         assert metrics == reference, sorted(k for k in metrics if metrics[k] != reference[k])
