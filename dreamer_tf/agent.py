@@ -42,7 +42,9 @@ class DreamerModel(keras.layers.Layer):
         self.wm = WorldModel(obs_space, act_space, agent, name="wm", dtype=policy)
         self.ac = ActorCritic(self.wm.rssm.feat_size, act_space, agent, name="ac", dtype=policy)
         self.seeds = keras.random.SeedGenerator(seed, name="seeds")
-        self.keys = {k for k in obs_space if not k.startswith("log/")}
+        # A list in the space's order, not a set: a set's order changes with each process's string
+        # hashing, and so would the traced program (and JAX's compilation-cache key with it).
+        self.keys = [k for k in obs_space if not k.startswith("log/")]
         vec, img = split_obs_keys(obs_space)
         self.scales = dict(agent.loss_scales)
         rec = self.scales.pop("rec")
@@ -240,10 +242,10 @@ class Agent:
         return actions, state, extra
 
     def train(self, batch: dict) -> tuple[dict[str, float], dict]:
-        keys = set(self.model.keys) | set(self.act_space)
+        keys = [*self.model.keys, *self.act_space]
         if self.config.replay_context:
-            keys |= {"dyn/deter", "dyn/stoch", "stepid"}
-        missing = keys - set(batch)
+            keys += ["dyn/deter", "dyn/stoch", "stepid"]
+        missing = set(keys) - set(batch)
         if missing:
             raise ValueError(f"Training batch lacks keys {sorted(missing)}; it has {sorted(batch)}.")
         data = {k: batch[k] for k in keys}

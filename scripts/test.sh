@@ -11,11 +11,7 @@
 # (bsuite catch, preset small: 4.7-5.2 updates/s on one thread, 4.8 on two), so the two cores do two
 # things at once. The longest test (DreamerV3 learns catch, marker own_lane) is split from the rest:
 #   lane 1: catch on TensorFlow, then catch on each other backend (JAX)
-#   lane 2: everything else on TensorFlow, then the backend-dependent tests on JAX except
-#           tests/learning/test_learning.py (PPO's learning tests included)
-# DreamerV3's continuous-action learning test on JAX is not part of the full run (it made the
-# clean-clone CI about 70 minutes instead of 57): run it with `BACKENDS=jax bash scripts/test.sh -m
-# learning` (the whole learning tier on JAX) or `tox -e jax`.
+#   lane 2: everything else on TensorFlow, then the backend-dependent tests on JAX
 # Each output line starts with its lane's number; pytest lists each stage's 15 slowest tests.
 # With pytest arguments the stages run one after another, one per backend, as given.
 #
@@ -62,13 +58,12 @@ pytest_stage() {  # pytest_stage NAME BACKEND PYTEST-ARGS...
 }
 
 lane() {  # lane N STAGE...: run pytest stages one after another, each output line prefixed [N]
-  # STAGE is "NAME|BACKEND|MARKS|EXTRA": pytest -m MARKS, plus EXTRA (paths or options) when given.
-  local n=$1 spec name backend marks extra
+  # STAGE is "NAME|BACKEND|MARKS": pytest -m MARKS.
+  local n=$1 spec name backend marks
   shift
   for spec in "$@"; do
-    IFS='|' read -r name backend marks extra <<< "$spec"
-    # shellcheck disable=SC2086  # EXTRA is a list of words
-    pytest_stage "$name" "$backend" -m "$marks" --durations=15 $extra 2>&1 | sed -u "s/^/[$n] /"
+    IFS='|' read -r name backend marks <<< "$spec"
+    pytest_stage "$name" "$backend" -m "$marks" --durations=15 2>&1 | sed -u "s/^/[$n] /"
   done
 }
 
@@ -82,14 +77,13 @@ if (($# == 0)); then
   export TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREADS=1 OMP_NUM_THREADS=1
   export XLA_FLAGS="${XLA_FLAGS:-} --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
   lane1=() lane2=()
-  dreamer_learning=tests/learning/test_learning.py
   for backend in $BACKENDS; do
     if [[ $backend == "$primary" ]]; then
       lane1=("pytest $backend own_lane|$backend|own_lane" "${lane1[@]}")
       lane2=("pytest $backend|$backend|not own_lane" "${lane2[@]}")
     else
       lane1+=("pytest $backend own_lane|$backend|own_lane")
-      lane2+=("pytest $backend|$backend|not own_lane and not backend_independent|--ignore=$dreamer_learning")
+      lane2+=("pytest $backend|$backend|not own_lane and not backend_independent")
     fi
   done
   lane 1 "${lane1[@]}" &

@@ -22,6 +22,9 @@ def train(logdir: Path, task: str, configs: list[str], steps: int, *flags: str, 
     command += ["--configs", *configs] if configs else []
     command += ["--logdir", str(logdir), "--run.steps", str(steps), *flags]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    # JAX compiles each chunk's train and policy steps again (tens of seconds each on the CPU); a
+    # persistent compilation cache shared by this pytest process's runs lets later chunks reuse them.
+    env.setdefault("JAX_COMPILATION_CACHE_DIR", str(logdir.parent / "jax-cache"))
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
     assert result.returncode == 0, result.stderr[-3000:]
 

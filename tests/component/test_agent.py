@@ -318,6 +318,51 @@ def test_a_train_step_repeats_exactly_on_the_same_state(vector_agents):
     agent.load(state)
 
 
+# The traced train step of the `mixed` agent, hashed, in a fresh process (argv: none).
+TRACE_SCRIPT = """
+import hashlib, sys
+sys.path.insert(0, {tests!r})
+import keras
+from test_agent import make_agent, make_batch
+
+agent = make_agent("mixed")
+batch = make_batch(agent, seed=0)
+keys = [*agent.model.keys, *agent.act_space, "dyn/deter", "dyn/stoch", "stepid"]
+data = {{k: batch[k] for k in keys}}
+runner = agent.runner
+if keras.backend.backend() == "jax":
+    import jax
+
+    text = jax.jit(runner._train_step).lower(runner.state, data).as_text()
+else:
+    graph = runner._train.get_concrete_function(data).graph.as_graph_def()
+    text = "\\n".join(f"{{n.name}} {{n.op}} {{list(n.input)}}" for n in graph.node)
+print("program", hashlib.sha256(text.encode()).hexdigest())
+"""
+
+
+def test_the_traced_train_step_does_not_depend_on_string_hashing():
+    # Regression: the model kept its observation keys in a set, whose order follows Python's
+    # per-process string hashing, so each process traced the ops in another order. The program
+    # is the same maths either way, but JAX's persistent compilation cache is keyed on its text
+    # and so never hit across processes (each resumed chunk compiled again).
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = TRACE_SCRIPT.format(tests=str(Path(__file__).parent))
+    hashes = []
+    for seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": seed, "TF_CPP_MIN_LOG_LEVEL": "2"}
+        result = subprocess.run(
+            [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        hashes.append([line for line in result.stdout.splitlines() if line.startswith("program")])
+    assert hashes[0] and hashes[0] == hashes[1]
+
+
 def test_same_seed_gives_identical_results(vector_agents):
     first, second, _ = vector_agents
     rng = np.random.default_rng(4)

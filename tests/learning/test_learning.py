@@ -61,10 +61,17 @@ def test_continuous_actions_rise_clearly_above_random(tmp_path):
     flags = ["--run.envs", "4", "--run.parallel", "none", "--run.train_ratio", "256"]
     flags += ["--env.dummy.image", "false", "--env.dummy.length", "25", "--env.dummy.dims", "1"]
     flags += backend_flags()
+    # Chunks to 2K, 3K and 4K env steps; stops after the first from 3K on that passes (in our runs
+    # the last 20 episodes averaged 0.92-0.94 per step by 3.1K steps, README "Does it learn?").
     start = time.time()
     train(tmp_path, "dummy_cont_match", ["small"], 2000, *flags)
-    train(tmp_path, "dummy_cont_match", ["small"], 4000, *flags)
-    records = scores(tmp_path)
+    for steps in (3000, 4000):
+        train(tmp_path, "dummy_cont_match", ["small"], steps, *flags)
+        records = scores(tmp_path)
+        per_step = [r["episode/score"] / (r["episode/length"] - 1) for r in records[-20:]]  # step 1 pays 0
+        if np.mean(per_step) >= 0.85:
+            break
     report("cont_match", records, time.time() - start, 20)
-    per_step = [r["episode/score"] / (r["episode/length"] - 1) for r in records[-20:]]  # first step pays 0
-    assert np.mean(per_step) >= 0.85, f"mean reward per step of the last 20 episodes {np.mean(per_step):.3f}"
+    assert np.mean(per_step) >= 0.85, (
+        f"mean reward per step of the last 20 episodes {np.mean(per_step):.3f} < 0.85 after {steps} env steps"
+    )
