@@ -8,7 +8,8 @@ The run uses the ``dmc_proprio`` preset unchanged (size1m, train ratio 1024: one
 step). It goes in chunks: each chunk is one ``python -m dreamer_tf.train`` process that is stopped
 with SIGTERM after ``--chunk-minutes`` (it writes a final checkpoint) and the next chunk resumes it,
 so the check can be spread over several sessions or machines, and an interrupted check loses at
-most one chunk. Any ``--a.b value`` flags after the known ones go to the training command (e.g.
+most one chunk. On JAX the chunks share a compilation cache (``$JAX_COMPILATION_CACHE_DIR``, by
+default ``~/.cache/dreamer_tf/jax``), so only the first one compiles. Any ``--a.b value`` flags after the known ones go to the training command (e.g.
 ``--run.envs 4``); they must be the same in every chunk, as the CLI refuses model changes on resume.
 
 After every chunk it writes, into ``--out`` (default ``<logdir>/check``):
@@ -63,7 +64,11 @@ def run_chunk(args: argparse.Namespace, extra: list[str], seconds: float) -> int
     command = [sys.executable, "-m", "dreamer_tf.train", "--task", args.task, "--configs", *args.configs]
     command += ["--logdir", str(Path(args.logdir).expanduser()), "--run.steps", str(int(args.steps))]
     command += ["--run.progress", "false", *extra]
-    process = subprocess.Popen(command)
+    # On JAX every chunk compiles the train and policy steps again (minutes for size1m on a CPU);
+    # JAX's persistent compilation cache lets the later chunks load them instead.
+    env = dict(os.environ)
+    env.setdefault("JAX_COMPILATION_CACHE_DIR", str(Path("~/.cache/dreamer_tf/jax").expanduser()))
+    process = subprocess.Popen(command, env=env)
     try:
         return process.wait(timeout=seconds)
     except subprocess.TimeoutExpired:

@@ -192,6 +192,11 @@ class Agent:
                     f"Continuous action '{key}' must be normalised to [-1, 1], got {space}. "
                     "Wrap the environment so its actions are rescaled (dreamer_tf.envs.gym does this)."
                 )
+        if config.xla and config.jit and keras.backend.backend() == "tensorflow" and not config.agent.unroll:
+            raise ValueError(
+                "xla: true on TensorFlow needs agent.unroll: true (--agent.unroll true): XLA cannot "
+                "compile the gradient of the rolled time loops."
+            )
         self.precision = steps.resolve_precision(config.precision)
         keras.utils.set_random_seed(config.seed)
         policy = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}[

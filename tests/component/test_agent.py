@@ -180,6 +180,17 @@ def test_bad_spaces_and_precision_raise():
         make_agent("vector", "--precision", "float8")
 
 
+def test_xla_on_tensorflow_asks_for_unrolled_loops():
+    # TensorFlow's XLA cannot compile the gradient of a while loop; without this check the first
+    # train step failed deep inside tf2xla.
+    if keras.backend.backend() == "tensorflow":
+        with pytest.raises(ValueError, match=r"--agent.unroll true"):
+            make_agent("vector", "--xla", "true")
+    agent = make_agent("vector", "--xla", "true", "--agent.unroll", "true")  # JAX ignores xla
+    metrics, _ = agent.train(make_batch(agent))
+    assert np.isfinite(metrics["opt/loss"])
+
+
 # ---------------------------------------------------------------- stop-gradients
 
 
