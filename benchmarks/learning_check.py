@@ -9,8 +9,9 @@ step). It goes in chunks: each chunk is one ``python -m dreamer_tf.train`` proce
 with SIGTERM after ``--chunk-minutes`` (it writes a final checkpoint) and the next chunk resumes it,
 so the check can be spread over several sessions or machines, and an interrupted check loses at
 most one chunk. On JAX the chunks share a compilation cache (``$JAX_COMPILATION_CACHE_DIR``, by
-default ``~/.cache/dreamer_tf/jax``), so only the first one compiles. Any ``--a.b value`` flags after the known ones go to the training command (e.g.
-``--run.envs 4``); they must be the same in every chunk, as the CLI refuses model changes on resume.
+default ``~/.cache/dreamer_tf/jax``), so only the first one compiles. Any ``--a.b value`` flags
+after the known ones go to the training command (e.g. ``--run.envs 4``); they must be the same in
+every chunk, as the CLI refuses model changes on resume.
 
 After every chunk it writes, into ``--out`` (default ``<logdir>/check``):
 ``curve.csv`` (our score per 10K-step bin), ``summary.json`` (our score at the furthest bin next to

@@ -246,15 +246,18 @@ class Agent:
         actions = {k: v.astype(self.act_space[k].dtype) for k, v in actions.items()}
         return actions, state, extra
 
-    def train(self, batch: dict) -> tuple[dict[str, float], dict]:
+    def train_inputs(self, batch: dict) -> dict:
+        """The entries of a replayed batch that the train step reads, in a fixed order."""
         keys = [*self.model.keys, *self.act_space]
         if self.config.replay_context:
             keys += ["dyn/deter", "dyn/stoch", "stepid"]
         missing = set(keys) - set(batch)
         if missing:
             raise ValueError(f"Training batch lacks keys {sorted(missing)}; it has {sorted(batch)}.")
-        data = {k: batch[k] for k in keys}
-        return self.runner.train(data)
+        return {k: batch[k] for k in keys}
+
+    def train(self, batch: dict) -> tuple[dict[str, float], dict]:
+        return self.runner.train(self.train_inputs(batch))
 
     def save(self) -> dict[str, Any]:
         self.runner.sync()

@@ -337,9 +337,7 @@ import keras
 from test_agent import make_agent, make_batch
 
 agent = make_agent("mixed")
-batch = make_batch(agent, seed=0)
-keys = [*agent.model.keys, *agent.act_space, "dyn/deter", "dyn/stoch", "stepid"]
-data = {{k: batch[k] for k in keys}}
+data = agent.train_inputs(make_batch(agent, seed=0))
 runner = agent.runner
 if keras.backend.backend() == "jax":
     import jax
