@@ -13,12 +13,21 @@ default ``~/.cache/dreamer_tf/jax``), so only the first one compiles. Any ``--a.
 after the known ones go to the training command (e.g. ``--run.envs 4``); they must be the same in
 every chunk, as the CLI refuses model changes on resume.
 
+Training episodes are what the published curves show, but they finish only in rounds: with the
+preset's 16 envs and cartpole's 1001-step episodes, every 16,016 env steps. A resumed chunk starts
+its environments' episodes afresh, so a chunk shorter than one round (about 4.2 hours at the 1.05
+env steps/s of a 2-core CPU) never finishes a training episode. Each chunk therefore also evaluates
+the policy every ``--eval-every`` env steps (and when a run that was never evaluated resumes):
+``--eval-eps`` episodes on separate environments, actions sampled as in training, no training
+meanwhile (``run.eval_every``, ``run.eval_eps`` and ``run.eval_envs`` of the training command).
+
 After every chunk it writes, into ``--out`` (default ``<logdir>/check``):
-``curve.csv`` (our score per 10K-step bin), ``summary.json`` (our score at the furthest bin next to
-the published DreamerV3 and PPO means and spreads at that step) and ``curve.png`` (all three on the
-same axes). Published curves are read from ``$DREAMER_REFERENCE_SCORES`` (the official
-``scores/dmc_proprio-dreamerv3.json.gz`` and ``dmc_proprio-ppo_fixhp.json.gz``); without them the
-report says so and shows our curve alone.
+``curve.csv`` (our training-episode score per 10K-step bin, ``source`` ``train``, and each
+evaluation's mean score, ``source`` ``eval``), ``summary.json`` (our score at the furthest bin and at
+the furthest evaluation, each next to the published DreamerV3 and PPO means and spreads at that
+step) and ``curve.png`` (all of them on the same axes). Published curves are read from
+``$DREAMER_REFERENCE_SCORES`` (the official ``scores/dmc_proprio-dreamerv3.json.gz`` and
+``dmc_proprio-ppo_fixhp.json.gz``); without them the report says so and shows our curves alone.
 """
 
 from __future__ import annotations
@@ -49,6 +58,11 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--steps", type=float, default=1e5, help="env steps to reach (default 1e5)")
     parser.add_argument("--chunk-minutes", type=float, default=5.0, help="length of one training process")
     parser.add_argument("--max-minutes", type=float, default=0.0, help="stop after this long (0: until done)")
+    parser.add_argument(
+        "--eval-every", type=float, default=4000, help="env steps between evaluations (0: none)"
+    )
+    parser.add_argument("--eval-eps", type=int, default=16, help="episodes per evaluation")
+    parser.add_argument("--eval-envs", type=int, default=8, help="environments an evaluation runs on")
     parser.add_argument("--bin", type=float, default=1e4, help="env steps per point of the curve")
     parser.add_argument("--out", help="where the curve, table and plot go (default <logdir>/check)")
     parser.add_argument("--report-only", action="store_true", help="do not train; rewrite the report")
@@ -64,7 +78,11 @@ def run_chunk(args: argparse.Namespace, extra: list[str], seconds: float) -> int
     """One training process, stopped with SIGTERM (final checkpoint) after ``seconds``."""
     command = [sys.executable, "-m", "dreamer_tf.train", "--task", args.task, "--configs", *args.configs]
     command += ["--logdir", str(Path(args.logdir).expanduser()), "--run.steps", str(int(args.steps))]
-    command += ["--run.progress", "false", *extra]
+    command += ["--run.progress", "false"]
+    if args.eval_every > 0:
+        command += ["--run.eval_every", str(int(args.eval_every)), "--run.eval_eps", str(args.eval_eps)]
+        command += ["--run.eval_envs", str(args.eval_envs)]
+    command += extra  # last, so that a --run.* flag given here wins
     # On JAX every chunk compiles the train and policy steps again (minutes for size1m on a CPU);
     # JAX's persistent compilation cache lets the later chunks load them instead.
     env = dict(os.environ)
@@ -103,6 +121,25 @@ def our_curve(logdir: Path, bin_size: float) -> list[dict]:
     return rows
 
 
+def eval_curve(logdir: Path) -> list[dict]:
+    """Every evaluation in ``metrics.jsonl``: ``step``, mean ``score`` and number of ``episodes``."""
+    path = logdir / "metrics.jsonl"
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        if "eval_episode/score" in line:
+            record = json.loads(line)
+            rows.append(
+                {
+                    "step": int(record["step"]),
+                    "score": float(record["eval_episode/score"]),
+                    "episodes": int(record.get("eval_episode/episodes", 1)),
+                }
+            )
+    return rows
+
+
 def published_curves(task: str) -> dict[str, list[tuple[np.ndarray, np.ndarray]]]:
     """``{label: [(xs, ys) per seed]}`` from ``$DREAMER_REFERENCE_SCORES``; empty when absent."""
     folder = os.environ.get("DREAMER_REFERENCE_SCORES", "")
@@ -131,11 +168,12 @@ def write_report(args: argparse.Namespace, elapsed: float) -> dict:
     logdir = Path(args.logdir).expanduser()
     out = Path(args.out).expanduser() if args.out else logdir / "check"
     out.mkdir(parents=True, exist_ok=True)
-    curve = our_curve(logdir, args.bin)
+    curve, evals = our_curve(logdir, args.bin), eval_curve(logdir)
     published = published_curves(args.task)
     with open(out / "curve.csv", "w") as file:
-        file.write("step,score,episodes\n")
-        file.writelines(f"{row['step']},{row['score']:.2f},{row['episodes']}\n" for row in curve)
+        file.write("step,score,episodes,source\n")
+        for source, rows in (("train", curve), ("eval", evals)):
+            file.writelines(f"{r['step']},{r['score']:.2f},{r['episodes']},{source}\n" for r in rows)
     summary: dict = {
         "task": args.task,
         "configs": args.configs,
@@ -144,24 +182,31 @@ def write_report(args: argparse.Namespace, elapsed: float) -> dict:
         "published": "found" if published else "absent: set DREAMER_REFERENCE_SCORES to the official scores/",
     }
     if curve:
-        last = curve[-1]
-        summary.update(step=last["step"], score=round(last["score"], 1), episodes=last["episodes"])
-        for label, runs in published.items():
-            mean, std = at_step(runs, last["step"])
-            summary[label] = {"mean": round(mean, 1), "std": round(std, 1), "seeds": len(runs)}
+        summary.update(point(curve[-1], published))
+    if evals:
+        summary["eval"] = point(evals[-1], published)
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
-    plot(curve, published, args, out / "curve.png")
+    plot(curve, evals, published, args, out / "curve.png")
     return summary
 
 
-def plot(curve: list[dict], published: dict, args: argparse.Namespace, path: Path) -> None:
+def point(row: dict, published: dict) -> dict:
+    """One of our points next to each published curve's mean and spread over seeds at its step."""
+    result = {"step": row["step"], "score": round(row["score"], 1), "episodes": row["episodes"]}
+    for label, runs in published.items():
+        mean, std = at_step(runs, row["step"])
+        result[label] = {"mean": round(mean, 1), "std": round(std, 1), "seeds": len(runs)}
+    return result
+
+
+def plot(curve: list[dict], evals: list[dict], published: dict, args: argparse.Namespace, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    limit = max(args.steps, curve[-1]["step"] if curve else 0)
+    limit = max([args.steps, *(rows[-1]["step"] for rows in (curve, evals) if rows)])
     for (label, runs), color in zip(published.items(), ("tab:blue", "tab:green")):
         start = max(xs[0] for xs, _ in runs)  # no extrapolation before the first published point
         grid = np.linspace(start, limit, 100)
@@ -172,7 +217,20 @@ def plot(curve: list[dict], published: dict, args: argparse.Namespace, path: Pat
         )
     if curve:
         ax.plot(
-            [r["step"] for r in curve], [r["score"] for r in curve], "o-", color="tab:red", label="dreamer_tf"
+            [r["step"] for r in curve],
+            [r["score"] for r in curve],
+            "o-",
+            color="tab:red",
+            label="dreamer_tf, training episodes",
+        )
+    if evals:
+        ax.plot(
+            [r["step"] for r in evals],
+            [r["score"] for r in evals],
+            "s--",
+            color="tab:purple",
+            markersize=4,
+            label=f"dreamer_tf, evaluation ({evals[-1]['episodes']} episodes)",
         )
     ax.set(xlabel="env steps", ylabel="episode return", title=args.task, xlim=(0, limit))
     ax.legend(loc="lower right")

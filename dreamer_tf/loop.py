@@ -352,6 +352,8 @@ class _Run:
             self.logger.progress(self.env_steps, *self._rates(time.monotonic()))
 
         interrupted = self.stop.requested
+        if not interrupted and run.eval_every > 0 and self.last_eval_step != self.env_steps:
+            self.evaluate()  # the finished run's policy, so that the last point is the final agent
         self.log(time.monotonic())
         self.save()
         if interrupted:

@@ -316,7 +316,7 @@ def test_evaluation_goes_to_metrics_not_scores(tmp_path):
     _, (agent,), _ = run_fake(tmp_path, config)
     assert "eval" in agent.modes
     rows = [row for row in read_jsonl(tmp_path / "metrics.jsonl") if "eval_episode/score" in row]
-    assert [row["step"] for row in rows] == [0, 100, 200]
+    assert [row["step"] for row in rows] == [0, 100, 200, 300]  # the last one when the run ends
     assert all(row["eval_episode/score"] == EPISODE - 1 and row["eval_episode/episodes"] == 3 for row in rows)
     assert len(read_jsonl(tmp_path / "scores.jsonl")) == 300 // EPISODE
 

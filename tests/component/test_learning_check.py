@@ -1,0 +1,164 @@
+"""benchmarks/learning_check.py: its report from hand-made run files and fake published curves, and
+one real chunk (random agent, so nothing compiles) that must record training episodes and evaluations.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import learning_check  # noqa: E402
+
+pytestmark = pytest.mark.backend_independent
+
+
+def write_jsonl(path: Path, records: list[dict]) -> None:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+@pytest.fixture
+def fake_reference(tmp_path, monkeypatch):
+    """Two DreamerV3 seeds and one PPO seed of the task, plus another task that must be ignored."""
+    folder = tmp_path / "reference"
+    folder.mkdir()
+    curves = {
+        "dmc_proprio-dreamerv3": [
+            {"task": "dmc_cartpole_balance", "xs": [0, 10000, 20000], "ys": [0, 100, 200]},
+            {"task": "dmc_cartpole_balance", "xs": [0, 10000, 20000], "ys": [0, 300, 400]},
+            {"task": "dmc_walker_walk", "xs": [0, 20000], "ys": [0, 999]},
+        ],
+        "dmc_proprio-ppo_fixhp": [{"task": "dmc_cartpole_balance", "xs": [0, 20000], "ys": [50, 250]}],
+    }
+    for name, records in curves.items():
+        with gzip.open(folder / f"{name}.json.gz", "wt") as file:
+            json.dump(records, file)
+    monkeypatch.setenv("DREAMER_REFERENCE_SCORES", str(folder))
+    return folder
+
+
+def test_report_of_training_episodes_and_evaluations(tmp_path, fake_reference):
+    logdir = tmp_path / "run"
+    logdir.mkdir()
+    write_jsonl(
+        logdir / "scores.jsonl",
+        [
+            {"step": 5000, "episode/score": 10.0, "episode/length": 1001},
+            {"step": 9000, "episode/score": 20.0, "episode/length": 1001},
+            {"step": 16000, "episode/score": 40.0, "episode/length": 1001},
+        ],
+    )
+    write_jsonl(
+        logdir / "metrics.jsonl",
+        [
+            {
+                "step": 0,
+                "eval_episode/score": 1.0,
+                "eval_episode/length": 1001.0,
+                "eval_episode/episodes": 16,
+            },
+            {"step": 3000, "train/loss/rep": 1.0},
+            {
+                "step": 15000,
+                "eval_episode/score": 60.0,
+                "eval_episode/length": 1001.0,
+                "eval_episode/episodes": 16,
+            },
+        ],
+    )
+    (logdir / "status.json").write_text(json.dumps({"status": "interrupted", "step": 16500}))
+    args, extra = learning_check.parse_args(["--logdir", str(logdir), "--report-only"])
+    assert extra == []
+    summary = learning_check.write_report(args, elapsed=0.0)
+
+    out = logdir / "check"
+    assert (out / "curve.csv").read_text().splitlines() == [
+        "step,score,episodes,source",
+        "9000,15.00,2,train",  # bin (0, 10K]: mean of 10 and 20, labelled with its last episode's step
+        "16000,40.00,1,train",  # the partial bin (10K, 20K]
+        "0,1.00,16,eval",
+        "15000,60.00,16,eval",
+    ]
+    assert json.loads((out / "summary.json").read_text()) == summary
+    assert summary["status"] == "interrupted"
+    assert summary["published"] == "found"
+    # Training episodes at 16K: DreamerV3 seeds interpolate to 160 and 360 (mean 260, std 100); the
+    # walker curve of the other task is not among them. PPO: 50 + 200 * 0.8 = 210.
+    assert (summary["step"], summary["score"], summary["episodes"]) == (16000, 40.0, 1)
+    assert summary["DreamerV3 (published)"] == {"mean": 260.0, "std": 100.0, "seeds": 2}
+    assert summary["PPO (published)"] == {"mean": 210.0, "std": 0.0, "seeds": 1}
+    # The furthest evaluation, at 15K: DreamerV3 150 and 350, PPO 50 + 200 * 0.75 = 200.
+    assert summary["eval"] == {
+        "step": 15000,
+        "score": 60.0,
+        "episodes": 16,
+        "DreamerV3 (published)": {"mean": 250.0, "std": 100.0, "seeds": 2},
+        "PPO (published)": {"mean": 200.0, "std": 0.0, "seeds": 1},
+    }
+    assert (out / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_report_with_evaluations_only_and_no_published_curves(tmp_path, monkeypatch):
+    # A CPU check whose chunks are shorter than a round of training episodes has evaluations only.
+    monkeypatch.delenv("DREAMER_REFERENCE_SCORES", raising=False)
+    logdir = tmp_path / "run"
+    logdir.mkdir()
+    write_jsonl(
+        logdir / "metrics.jsonl",
+        [
+            {
+                "step": 16688,
+                "eval_episode/score": 291.2,
+                "eval_episode/length": 1001.0,
+                "eval_episode/episodes": 16,
+            }
+        ],
+    )
+    args = argparse.Namespace(
+        logdir=str(logdir), out=str(tmp_path / "out"), bin=1e4, task="dmc_cartpole_balance",
+        configs=["dmc_proprio"], steps=1e5,
+    )  # fmt: skip
+    summary = learning_check.write_report(args, elapsed=0.0)
+    assert "step" not in summary and "DreamerV3 (published)" not in summary["eval"]
+    assert summary["eval"] == {"step": 16688, "score": 291.2, "episodes": 16}
+    assert summary["published"].startswith("absent: set DREAMER_REFERENCE_SCORES")
+    assert summary["status"] == "not started"
+    assert (tmp_path / "out" / "curve.csv").read_text().splitlines()[1:] == ["16688,291.20,16,eval"]
+    assert (tmp_path / "out" / "curve.png").exists()
+
+
+def test_a_chunk_trains_and_evaluates(tmp_path):
+    """One real chunk of ``python -m dreamer_tf.train`` (random agent on dummy_disc: 100-step episodes)."""
+    logdir = tmp_path / "run"
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env.pop("DREAMER_REFERENCE_SCORES", None)
+    command = [
+        sys.executable, str(ROOT / "benchmarks" / "learning_check.py"), "--logdir", str(logdir),
+        "--task", "dummy_disc", "--configs", "debug", "--steps", "300", "--chunk-minutes", "3",
+        "--eval-every", "100", "--eval-eps", "3", "--eval-envs", "2",
+        "--agent", "random", "--run.envs", "1",  # extra flags go to the training command
+    ]  # fmt: skip
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(result.stdout.splitlines()[-1])
+    assert summary["status"] == "done"
+    evals = learning_check.eval_curve(logdir)
+    # An evaluation at the start (the run was never evaluated) and then every 100 env steps.
+    assert [row["step"] for row in evals] == [0, 100, 200, 300]
+    assert all(row["episodes"] == 3 for row in evals)
+    assert summary["eval"]["step"] == 300 and summary["eval"]["episodes"] == 3
+    # Training episodes of one env: 100 steps each plus the reset step.
+    train = [json.loads(line) for line in (logdir / "scores.jsonl").read_text().splitlines()]
+    assert [record["episode/length"] for record in train] == [101, 101]
+    assert summary["step"] == train[-1]["step"] and summary["episodes"] == 2
+    csv = (logdir / "check" / "curve.csv").read_text().splitlines()
+    assert csv[0] == "step,score,episodes,source"
+    assert sum(line.endswith(",eval") for line in csv) == 4
