@@ -44,6 +44,12 @@ from pathlib import Path
 
 import numpy as np
 
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a script from a checkout without `pip install -e .`
+    sys.path.insert(0, str(ROOT))
+
+from dreamer_tf.metrics import read_jsonl  # noqa: E402
+
 TASK = "dmc_cartpole_balance"
 PUBLISHED = {"DreamerV3 (published)": "dmc_proprio-dreamerv3", "PPO (published)": "dmc_proprio-ppo_fixhp"}
 
@@ -101,16 +107,9 @@ def run_chunk(args: argparse.Namespace, extra: list[str], seconds: float) -> int
 
 def our_curve(logdir: Path, bin_size: float) -> list[dict]:
     """Mean training-episode score per ``bin_size`` env steps, ``step`` the bin's last episode (at most its end)."""
-    path = logdir / "scores.jsonl"
-    if not path.exists():
-        return []
-    steps, scores = [], []
-    for line in path.read_text().splitlines():
-        if line.strip():
-            record = json.loads(line)
-            steps.append(record["step"])
-            scores.append(record["episode/score"])
-    steps, scores = np.asarray(steps, float), np.asarray(scores, float)
+    records = read_jsonl(logdir / "scores.jsonl")
+    steps = np.asarray([r["step"] for r in records], float)
+    scores = np.asarray([r["episode/score"] for r in records], float)
     rows = []
     # The last bin may be partial: it is labelled with its last episode's step, not the bin's end.
     for end in np.arange(bin_size, steps.max() + bin_size if len(steps) else 0, bin_size):
@@ -123,21 +122,15 @@ def our_curve(logdir: Path, bin_size: float) -> list[dict]:
 
 def eval_curve(logdir: Path) -> list[dict]:
     """Every evaluation in ``metrics.jsonl``: ``step``, mean ``score`` and number of ``episodes``."""
-    path = logdir / "metrics.jsonl"
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        if "eval_episode/score" in line:
-            record = json.loads(line)
-            rows.append(
-                {
-                    "step": int(record["step"]),
-                    "score": float(record["eval_episode/score"]),
-                    "episodes": int(record.get("eval_episode/episodes", 1)),
-                }
-            )
-    return rows
+    return [
+        {
+            "step": int(r["step"]),
+            "score": float(r["eval_episode/score"]),
+            "episodes": int(r.get("eval_episode/episodes", 1)),
+        }
+        for r in read_jsonl(logdir / "metrics.jsonl")
+        if "eval_episode/score" in r
+    ]
 
 
 def published_curves(task: str) -> dict[str, list[tuple[np.ndarray, np.ndarray]]]:
@@ -215,23 +208,14 @@ def plot(curve: list[dict], evals: list[dict], published: dict, args: argparse.N
         ax.fill_between(
             grid, values.mean(0) - values.std(0), values.mean(0) + values.std(0), color=color, alpha=0.2
         )
+    ours = []  # (rows, line style, colour, label) of each of our series that has points
     if curve:
-        ax.plot(
-            [r["step"] for r in curve],
-            [r["score"] for r in curve],
-            "o-",
-            color="tab:red",
-            label="dreamer_tf, training episodes",
-        )
+        ours.append((curve, "o-", "tab:red", "training episodes"))
     if evals:
-        ax.plot(
-            [r["step"] for r in evals],
-            [r["score"] for r in evals],
-            "s--",
-            color="tab:purple",
-            markersize=4,
-            label=f"dreamer_tf, evaluation ({evals[-1]['episodes']} episodes)",
-        )
+        ours.append((evals, "s--", "tab:purple", f"evaluation ({evals[-1]['episodes']} episodes)"))
+    for rows, style, color, label in ours:
+        steps, scores = [r["step"] for r in rows], [r["score"] for r in rows]
+        ax.plot(steps, scores, style, color=color, label=f"dreamer_tf, {label}")
     ax.set(xlabel="env steps", ylabel="episode return", title=args.task, xlim=(0, limit))
     ax.legend(loc="lower right")
     ax.grid(alpha=0.3)
