@@ -3,6 +3,7 @@
     python benchmarks/learning_check.py --logdir ~/logdir/check_cartpole            # 100K env steps
     python benchmarks/learning_check.py --logdir DIR --chunk-minutes 10 --max-minutes 60
     python benchmarks/learning_check.py --logdir DIR --report-only                  # curve and table only
+    python benchmarks/learning_check.py --logdir DIR --max-minutes 150 --carry check.tar.gz   # across machines
 
 The run uses the ``dmc_proprio`` preset unchanged (size1m, train ratio 1024: one update per env
 step). It goes in chunks: each chunk is one ``python -m dreamer_tf.train`` process that is stopped
@@ -20,6 +21,10 @@ env steps/s of a 2-core CPU) never finishes a training episode. Each chunk there
 the policy every ``--eval-every`` env steps (and when a run that was never evaluated resumes):
 ``--eval-eps`` episodes on separate environments, actions sampled as in training, no training
 meanwhile (``run.eval_every``, ``run.eval_eps`` and ``run.eval_envs`` of the training command).
+
+With ``--carry FILE`` the run also survives a change of machine: a ``--logdir`` without a checkpoint
+is first restored from FILE (a ``benchmarks/carry_run.py`` pack) if it exists, and FILE is rewritten
+after every chunk, so committing or copying FILE is enough to go on elsewhere.
 
 After every chunk it writes, into ``--out`` (default ``<logdir>/check``):
 ``curve.csv`` (our training-episode score per 10K-step bin, ``source`` ``train``, and each
@@ -48,6 +53,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from a checkout without `pip install -e .`
     sys.path.insert(0, str(ROOT))
 
+import carry_run  # noqa: E402  (beside this file)
+
 from dreamer_tf.metrics import read_jsonl  # noqa: E402
 
 TASK = "dmc_cartpole_balance"
@@ -72,6 +79,10 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--bin", type=float, default=1e4, help="env steps per point of the curve")
     parser.add_argument("--out", help="where the curve, table and plot go (default <logdir>/check)")
     parser.add_argument("--report-only", action="store_true", help="do not train; rewrite the report")
+    parser.add_argument(
+        "--carry",
+        help="a carry_run.py pack: unpacked into --logdir when it has no checkpoint yet, rewritten after every chunk",
+    )
     return parser.parse_known_args(argv)
 
 
@@ -229,9 +240,14 @@ def main(argv: list[str] | None = None) -> int:
     logdir = Path(args.logdir).expanduser()
     start = time.time()
     chunks = 0
+    carry = Path(args.carry).expanduser() if args.carry else None
+    if carry and not args.report_only and carry.exists() and not (logdir / "checkpoint").exists():
+        info = carry_run.unpack(carry, logdir)
+        print(f"[check] unpacked {carry} (env step {info['step']}) into {logdir}", file=sys.stderr)
     while not args.report_only:
-        if read_status(logdir).get("status") == "done":
-            break
+        status = read_status(logdir)
+        if status.get("status") == "done" and status.get("step", 0) >= int(args.steps):
+            break  # (a run done at fewer steps goes on: --steps was raised)
         left = args.max_minutes * 60 - (time.time() - start) if args.max_minutes else float("inf")
         if left <= 30:
             break
@@ -243,6 +259,9 @@ def main(argv: list[str] | None = None) -> int:
         if code not in (0, 128 + signal.SIGTERM) or status.get("status") == "failed":
             print(f"[check] training failed (exit {code}); see {logdir / 'status.json'}", file=sys.stderr)
             return 1
+        if carry:
+            info = carry_run.pack(logdir, carry)
+            print(f"[check] packed env step {info['step']} into {carry}", file=sys.stderr)
     summary = write_report(args, time.time() - start)
     print(json.dumps(summary))
     return 0

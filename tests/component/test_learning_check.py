@@ -164,3 +164,34 @@ def test_a_chunk_trains_and_evaluates(tmp_path):
     csv = (logdir / "check" / "curve.csv").read_text().splitlines()
     assert csv[0] == "step,score,episodes,source"
     assert sum(line.endswith(",eval") for line in csv) == 4
+
+
+def test_carry_moves_the_check_to_a_new_run_folder(tmp_path):
+    """``--carry``: the first logdir's chunk leaves a pack; a second, empty logdir resumes from it."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env.pop("DREAMER_REFERENCE_SCORES", None)
+    pack = tmp_path / "carry.tar.gz"
+
+    def check(logdir: Path, steps: int) -> subprocess.CompletedProcess:
+        command = [
+            sys.executable, str(ROOT / "benchmarks" / "learning_check.py"), "--logdir", str(logdir),
+            "--task", "dummy_disc", "--configs", "debug", "--steps", str(steps), "--chunk-minutes", "3",
+            "--eval-every", "100", "--eval-eps", "2", "--eval-envs", "1", "--carry", str(pack),
+            "--agent", "random", "--run.envs", "1",
+        ]  # fmt: skip
+        result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+        return result
+
+    first = check(tmp_path / "first", 200)
+    assert "packed env step 200" in first.stderr and pack.exists()
+    second = check(tmp_path / "second", 300)
+    assert "unpacked" in second.stderr and "packed env step 300" in second.stderr
+    assert "Resumed from" in second.stderr
+    # The second folder continues the first's records: its evaluations at 0-200 came in the pack.
+    assert [row["step"] for row in learning_check.eval_curve(tmp_path / "second")] == [0, 100, 200, 300]
+    train = [json.loads(line) for line in (tmp_path / "second" / "scores.jsonl").read_text().splitlines()]
+    # The episode ending at 101 came in the pack; the one under way at 200 was lost with the first
+    # process (a resume restarts episodes), and the one begun at 200 would end after 300.
+    assert [record["step"] for record in train] == [101]
+    assert json.loads((tmp_path / "second" / "status.json").read_text())["step"] == 300
