@@ -14,8 +14,9 @@ checkpoint folder in which the left-out latents are zero, so until training firs
 a window that starts there starts from a zero latent state instead of the stored one (with the
 online queue and uniform sampling, the first few hundred updates refresh nearly all of them).
 
-Pack a run that has stopped (SIGTERM or Ctrl-C write a final checkpoint). ``unpack`` never overwrites: it refuses a run folder that already has a checkpoint, and checks the
-pack's file sizes and hashes before it writes anything.
+Pack a run that has stopped (SIGTERM or Ctrl-C write a final checkpoint). ``unpack`` never
+overwrites: it refuses a run folder that already has a checkpoint, and checks the pack's file sizes
+and hashes before it writes anything.
 """
 
 from __future__ import annotations

@@ -242,7 +242,11 @@ def main(argv: list[str] | None = None) -> int:
     chunks = 0
     carry = Path(args.carry).expanduser() if args.carry else None
     if carry and not args.report_only and carry.exists() and not (logdir / "checkpoint").exists():
-        info = carry_run.unpack(carry, logdir)
+        try:
+            info = carry_run.unpack(carry, logdir)
+        except carry_run.CarryError as error:
+            print(f"[check] {error}", file=sys.stderr)
+            return 1
         print(f"[check] unpacked {carry} (env step {info['step']}) into {logdir}", file=sys.stderr)
     while not args.report_only:
         status = read_status(logdir)
@@ -260,7 +264,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[check] training failed (exit {code}); see {logdir / 'status.json'}", file=sys.stderr)
             return 1
         if carry:
-            info = carry_run.pack(logdir, carry)
+            try:
+                info = carry_run.pack(logdir, carry)
+            except carry_run.CarryError as error:
+                print(f"[check] {error}", file=sys.stderr)
+                return 1
             print(f"[check] packed env step {info['step']} into {carry}", file=sys.stderr)
     summary = write_report(args, time.time() - start)
     print(json.dumps(summary))
