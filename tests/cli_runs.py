@@ -35,8 +35,9 @@ def train(
     ``stop_when(records)`` is asked every few seconds with the episodes of ``scores.jsonl`` so far;
     once it says yes the run gets SIGTERM, the user's way to stop it: it finishes its iteration (a few
     more episodes may end), saves a checkpoint and exits with 128 + 15. Returns the episodes that
-    ``stop_when`` accepted, or None if the run reached ``steps``. The run's output goes to ``<logdir>-<steps>.log`` beside the run folder (a pipe
-    could fill and stall it); a failure shows its tail.
+    ``stop_when`` accepted, or None if the run reached ``steps``. The run's output goes to
+    ``<logdir>-<steps>.log`` beside the run folder (a pipe could fill and stall it); a failure shows
+    its tail.
     """
     command = [sys.executable, "-m", "dreamer_tf.train", "--task", task, "--run.progress", "false"]
     command += ["--configs", *configs] if configs else []

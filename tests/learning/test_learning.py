@@ -43,8 +43,11 @@ def test_catch_reaches_half_the_maximum_return(tmp_path):
     train(tmp_path, "bsuite_catch/0", ["bsuite", "small"], 3000, *flags, timeout=2400)
     first = len(scores(tmp_path))
 
+    def last_100(records: list[dict]) -> float:
+        return np.mean([r["episode/score"] for r in records[-100:]])
+
     def learned(records: list[dict]) -> bool:
-        return len(records) - first >= 100 and np.mean([r["episode/score"] for r in records[-100:]]) >= 0.5
+        return len(records) - first >= 100 and last_100(records) >= 0.5
 
     steps = 8000
     stopped = train(
@@ -54,7 +57,7 @@ def test_catch_reaches_half_the_maximum_return(tmp_path):
     report("catch", records, time.time() - start, 100)
     check_one_curve(records, first, steps)
     judged = stopped or records  # the episodes when the run was stopped, or all of them at 8K
-    last = np.mean([r["episode/score"] for r in judged[-100:]])
+    last = last_100(judged)
     assert len(judged) - first >= 100, f"the second chunk ended after {len(judged) - first} episodes"
     assert last >= 0.5, f"mean return of the last 100 episodes {last:.2f} < 0.5 at step {judged[-1]['step']}"
 
@@ -72,10 +75,8 @@ def test_continuous_actions_rise_clearly_above_random(tmp_path):
     # Chunks to 2K env steps, then on until the last 20 episodes, all of the second chunk, earn 0.85 or
     # more per step (then SIGTERM), or to 4K (in our runs the last 20 episodes averaged 0.92-0.94 per
     # step by 3.1K steps, README "Does it learn?").
-    def per_step(records: list[dict]) -> float:
-        return np.mean(
-            [r["episode/score"] / (r["episode/length"] - 1) for r in records[-20:]]
-        )  # step 1 pays 0
+    def per_step(records: list[dict]) -> float:  # of the last 20 episodes; their step 1 pays 0
+        return np.mean([r["episode/score"] / (r["episode/length"] - 1) for r in records[-20:]])
 
     start = time.time()
     train(tmp_path, "dummy_cont_match", ["small"], 2000, *flags)
