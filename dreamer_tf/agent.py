@@ -69,7 +69,13 @@ class DreamerModel(keras.layers.Layer):
         )
 
     def policy_step(self, obs: dict, carry: tuple, sample: bool = True):
-        """Observe one step of every environment and act. Pure apart from the seed generator."""
+        """Observe one step of every environment and act. Pure apart from the seed generator.
+
+        Continuous samples leave unclipped, as in the official agent: replay, the RSSM and the
+        actor's log-probabilities see the sample itself; the environment clips it into its bounds
+        (``envs.wrappers.ClipAction``). Clipping here biased the actor's gradient: at a clipped
+        sample the log-probability no longer tells how far out the policy reached.
+        """
         deter, stoch, prev_action = carry
         rssm = self.wm.rssm
         n = obs["is_first"].shape[0]
@@ -82,23 +88,9 @@ class DreamerModel(keras.layers.Layer):
         actions, vector = self.ac.act(
             feat, self.ac.draw_noise((n,), self.seeds), "sample" if sample else "mode"
         )
-        for key, space in self.act_space.items():
-            if not space.discrete:
-                actions[key] = ops.clip(actions[key], -1.0, 1.0)
-        vector = self._clip_vector(vector)
         extra = {"dyn/deter": ops.cast(deter, "float32"), "dyn/stoch": ops.argmax(stoch, -1)}
         carry = (ops.cast(deter, "float32"), stoch, vector)
         return actions, carry, extra
-
-    def _clip_vector(self, vector):
-        parts, offset = [], 0
-        for key in sorted(self.act_space):
-            space = self.act_space[key]
-            size = space.classes if space.discrete else math.prod(space.shape)
-            part = vector[..., offset : offset + size]
-            parts.append(part if space.discrete else ops.clip(part, -1.0, 1.0))
-            offset += size
-        return ops.concatenate(parts, -1)
 
     # ------------------------------------------------------------------ training
 
@@ -141,7 +133,7 @@ class DreamerModel(keras.layers.Layer):
             "stoch": gumbel((H, N, rssm.stoch, rssm.classes), self.seeds),
             "action": self.ac.draw_noise((H + 1, N), self.seeds),
         }
-        policy_fn = lambda feat, eps: self._clip_vector(self.ac.act(feat, eps)[1])  # noqa: E731
+        policy_fn = lambda feat, eps: self.ac.act(feat, eps)[1]  # noqa: E731
         deters, stochs, actions = self.wm.imagine(start_deter, start_stoch, policy_fn, H, img_noise)
         feat = self.wm.feat(deters, stochs)
         if agent.ac_grads:
