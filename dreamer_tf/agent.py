@@ -19,6 +19,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from dreamer_tf import ops as dops
 from dreamer_tf import steps
 from dreamer_tf.behavior import ActorCritic
 from dreamer_tf.core import checked_inputs, load_variables, random_actions, save_variables
@@ -135,13 +136,16 @@ class DreamerModel(keras.layers.Layer):
         }
         policy_fn = lambda feat, eps: self.ac.act(feat, eps)[1]  # noqa: E731
         deters, stochs, actions = self.wm.imagine(start_deter, start_stoch, policy_fn, H, img_noise)
+        dops.record("img/deter", deters)
+        dops.record("img/stoch", stochs)
+        dops.record("img/action", actions)
         feat = self.wm.feat(deters, stochs)
         if agent.ac_grads:
             feat = ops.concatenate([feat[:, :1], sg(feat[:, 1:])], 1)
         else:
             feat = sg(feat)
-        rew = sg(self.wm.reward(feat).pred())
-        con = sg(self.wm.cont(feat).prob())
+        rew = dops.record("imag/rew", sg(self.wm.reward(feat).pred()))
+        con = dops.record("imag/con", sg(self.wm.cont(feat).prob()))
         img_losses, ret, img_metrics = self.ac.imag_loss(feat, actions, rew, con, training)
         for key, value in img_losses.items():
             losses[key] = ops.reshape(ops.mean(value, 1), (B, T))
@@ -160,7 +164,8 @@ class DreamerModel(keras.layers.Layer):
 
         missing = set(losses) ^ set(self.scales)
         assert not missing, f"losses {sorted(losses)} do not match scales {sorted(self.scales)}"
-        loss = sum(ops.mean(value) * self.scales[key] for key, value in losses.items())
+        dops.record("losses", dict(losses))
+        loss = dops.record("loss", sum(ops.mean(value) * self.scales[key] for key, value in losses.items()))
         metrics.update({f"loss/{key}": ops.mean(value) for key, value in losses.items()})
         updates = {}
         if C:

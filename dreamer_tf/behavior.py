@@ -213,22 +213,29 @@ class ActorCritic(keras.layers.Layer):
         weight = ops.cumprod(disc * con, axis=1) / disc
         last = ops.zeros_like(con)
         term = 1.0 - con
-        ret = dops.lambda_return(last, term, rew, tarval, tarval, disc, il.lam)
+        ret = dops.record("imag/ret", dops.lambda_return(last, term, rew, tarval, tarval, disc, il.lam))
+        dops.record("imag/val", val)
+        dops.record("imag/slowval", slowval)
 
-        _, rscale = self.retnorm(ret, training)
-        adv = (ret - tarval[:, :-1]) / rscale
+        roffset, rscale = self.retnorm(ret, training)
+        dops.record("retnorm/stats", (roffset, rscale))
+        adv = dops.record("advnorm/input", (ret - tarval[:, :-1]) / rscale)
         aoffset, ascale = self.advnorm(adv, training)
+        dops.record("advnorm/stats", (aoffset, ascale))
         adv_normed = (adv - aoffset) / ascale
 
         dists = self.dists(feat)
         actions = self.split_actions(sg(action_vector))
         logpi = sum(dists[k].log_prob(actions[k])[:, :-1] for k in dists)
         ents = {k: d.entropy()[:, :-1] for k, d in dists.items()}
+        dops.record("imag/logpi", {k: d.log_prob(actions[k]) for k, d in dists.items()})
+        dops.record("imag/ent", {k: d.entropy() for k, d in dists.items()})
         entropy = sum(ents.values())
         losses = {}
         losses["policy"] = sg(weight[:, :-1]) * -(logpi * sg(adv_normed) + il.actent * entropy)
 
         voffset, vscale = self.valnorm(ret, training)
+        dops.record("valnorm/stats", (voffset, vscale))
         target = (ret - voffset) / vscale
         target = ops.concatenate([target, ops.zeros_like(target[:, -1:])], 1)
         value_dist = self.value(feat)
@@ -241,7 +248,7 @@ class ActorCritic(keras.layers.Layer):
             "adv_mag": ops.mean(ops.abs(adv)),
             "rew": ops.mean(rew),
             "con": ops.mean(con),
-            "ret": ops.mean(ret / rscale),
+            "ret": ops.mean((ret - roffset) / rscale),  # normalised as the advantages are, offset included
             "val": ops.mean(val),
             "slowval": ops.mean(slowval),
             "weight": ops.mean(weight),
@@ -264,7 +271,9 @@ class ActorCritic(keras.layers.Layer):
         tarval = slowval if rl.slowtar else val
         disc = 1.0 - 1.0 / cfg.horizon
         weight = 1.0 - ops.cast(last, "float32")
-        ret = dops.lambda_return(last, term, rew, tarval, boot, disc, rl.lam)
+        ret = dops.record("repl/ret", dops.lambda_return(last, term, rew, tarval, boot, disc, rl.lam))
+        dops.record("repl/boot", boot)
+        dops.record("repl/val", val)
         voffset, vscale = self.valnorm(ret, training)
         target = (ret - voffset) / vscale
         target = ops.concatenate([target, ops.zeros_like(target[:, -1:])], 1)

@@ -6,6 +6,9 @@ reference test in ``tests/unit``.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+
 import keras
 import numpy as np
 from keras import ops
@@ -124,3 +127,29 @@ def scan(fn, init, xs, unroll: bool = False):
 def masked_mean(x, mask):
     mask = ops.cast(mask, x.dtype)
     return ops.sum(x * mask) / ops.maximum(ops.sum(mask), 1.0)
+
+
+_RECORDING: contextvars.ContextVar[dict | None] = contextvars.ContextVar("dreamer_tf_recording", default=None)
+
+
+@contextlib.contextmanager
+def recording():
+    """Collect the values that ``record`` sees while the block runs: ``with recording() as values:``.
+
+    For eager calls (the parity harness compares the intermediate terms of a train step with the
+    official agent's); inside a compiled step the values would be symbolic.
+    """
+    values: dict = {}
+    token = _RECORDING.set(values)
+    try:
+        yield values
+    finally:
+        _RECORDING.reset(token)
+
+
+def record(name: str, value):
+    """Return ``value``; keep it under ``name`` when called inside ``recording()``. Free otherwise."""
+    values = _RECORDING.get()
+    if values is not None:
+        values[name] = value
+    return value

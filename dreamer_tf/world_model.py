@@ -137,11 +137,15 @@ class WorldModel(keras.layers.Layer):
             for k in self.encoder.obs_space
             if k in self.encoder.veckeys or k in self.encoder.imgkeys
         }
-        tokens = ops.reshape(self.encoder(flat_obs), (B, T, -1))
+        tokens = dops.record("tokens", ops.reshape(self.encoder(flat_obs), (B, T, -1)))
         deters, stochs, post_logits = self.rssm.observe(deter, stoch, prev_actions, tokens, is_first, noise)
         prior_logits = ops.reshape(
             self.rssm.prior_logits(ops.reshape(deters, (B * T, -1))), post_logits.shape
         )
+        dops.record("deter", deters)
+        dops.record("stoch", stochs)
+        dops.record("post_logits", post_logits)
+        dops.record("prior_logits", prior_logits)
         losses = {}
         losses["dyn"], losses["rep"], metrics = self.rssm.kl_losses(post_logits, prior_logits)
 
