@@ -296,7 +296,7 @@ def table(
     """
     last = max([r["step"] for rows in per_seed.values() for r in rows["eval"] + rows["train"]] + [0])
     rows = []
-    for end in np.arange(bin_size, last + bin_size, bin_size):
+    for end in np.arange(0, last + bin_size, bin_size):  # (the row at 0: the untrained policy)
         row: dict = {"step": int(end)}
         evals = []
         for rows_ in per_seed.values():

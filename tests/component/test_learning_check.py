@@ -46,8 +46,8 @@ def fake_reference(tmp_path, monkeypatch):
 
 
 def test_report_of_training_episodes_and_evaluations(tmp_path, fake_reference):
-    logdir = tmp_path / "run"
-    logdir.mkdir()
+    logdir = tmp_path / "check" / "seed0"
+    logdir.mkdir(parents=True)
     write_jsonl(
         logdir / "scores.jsonl",
         [
@@ -77,42 +77,58 @@ def test_report_of_training_episodes_and_evaluations(tmp_path, fake_reference):
     with open(logdir / "metrics.jsonl", "a") as file:
         file.write('{"step": 16500, "eval_episode/score": 7')  # torn by a run that is writing: skipped
     (logdir / "status.json").write_text(json.dumps({"status": "interrupted", "step": 16500}))
-    args, extra = learning_check.parse_args(["--logdir", str(logdir), "--report-only"])
+    (logdir / "config.yaml").write_text("batch_size: 16\nbatch_length: 64\nrun: {train_ratio: 1024}\n")
+    args, extra = learning_check.parse_args(["--logdir", str(tmp_path / "check"), "--report-only"])
     assert extra == []
     summary = learning_check.write_report(args, elapsed=0.0)
 
-    out = logdir / "check"
+    out = tmp_path / "check" / "check"
     assert (out / "curve.csv").read_text().splitlines() == [
-        "step,score,episodes,source",
-        "9000,15.00,2,train",  # bin (0, 10K]: mean of 10 and 20, labelled with its last episode's step
-        "16000,40.00,1,train",  # the partial bin (10K, 20K]
-        "0,1.00,16,eval",
-        "15000,60.00,16,eval",
+        "seed,step,score,episodes,source",
+        "0,9000,15.00,2,train",  # bin (0, 10K]: mean of 10 and 20, labelled with its last episode's step
+        "0,16000,40.00,1,train",  # the partial bin (10K, 20K]
+        "0,0,1.00,16,eval",
+        "0,15000,60.00,16,eval",
     ]
     assert json.loads((out / "summary.json").read_text()) == summary
-    assert summary["status"] == "interrupted"
     assert summary["published"] == "found"
+    assert summary["updates_per_step"] == 1.0
+    seed = summary["seeds"]["0"]
+    assert seed["status"] == "interrupted"
     # Training episodes at 16K: DreamerV3 seeds interpolate to 160 and 360 (mean 260, std 100); the
-    # walker curve of the other task is not among them. PPO: 50 + 200 * 0.8 = 210.
-    assert (summary["step"], summary["score"], summary["episodes"]) == (16000, 40.0, 1)
-    assert summary["DreamerV3 (published)"] == {"mean": 260.0, "std": 100.0, "seeds": 2}
-    assert summary["PPO (published)"] == {"mean": 210.0, "std": 0.0, "seeds": 1}
-    # The furthest evaluation, at 15K: DreamerV3 150 and 350, PPO 50 + 200 * 0.75 = 200.
-    assert summary["eval"] == {
-        "step": 15000,
-        "score": 60.0,
-        "episodes": 16,
-        "DreamerV3 (published)": {"mean": 250.0, "std": 100.0, "seeds": 2},
-        "PPO (published)": {"mean": 200.0, "std": 0.0, "seeds": 1},
+    # walker curve of the other task is not among them. PPO: 50 + 200 * 0.8 = 210. The published DMC
+    # curves count two frames per agent step and 0.25 updates per frame: at equal agent steps they are
+    # read at 32K (200 and 400: mean 300), at equal updates at 64K (past the end: 200 and 400).
+    assert (seed["train"]["step"], seed["train"]["score"], seed["train"]["episodes"]) == (16000, 40.0, 1)
+    assert seed["train"]["DreamerV3 (published)"] == {
+        "same_x": {"x": 16000, "mean": 260.0, "std": 100.0},
+        "same_agent_steps": {"x": 32000, "mean": 300.0, "std": 100.0},
+        "same_updates": {"x": 64000, "mean": 300.0, "std": 100.0},
+        "seeds": 2,
     }
+    assert seed["train"]["PPO (published)"] == {"same_x": {"x": 16000, "mean": 210.0, "std": 0.0}, "seeds": 1}
+    # The furthest evaluation, at 15K: DreamerV3 150 and 350, PPO 50 + 200 * 0.75 = 200.
+    assert seed["eval"]["step"] == 15000 and seed["eval"]["score"] == 60.0
+    assert seed["eval"]["DreamerV3 (published)"]["same_x"] == {"x": 15000, "mean": 250.0, "std": 100.0}
+    assert seed["eval"]["PPO (published)"]["same_x"] == {"x": 15000, "mean": 200.0, "std": 0.0}
+    # The table: one row per 10K env steps with the seeds' evaluations and training episodes.
+    table = summary["table"]
+    assert [row["step"] for row in table] == [0, 10000, 20000]
+    assert table[0]["eval"] == {"mean": 1.0, "std": 0.0, "seeds": 1} and "train" not in table[0]
+    assert "eval" not in table[1] and table[1]["train"] == {
+        "mean": 15.0,
+        "std": 0.0,
+        "seeds": 1,
+    }  # per seed: its bin mean
+    assert table[2]["eval"]["mean"] == 60.0 and table[2]["train"]["mean"] == 40.0
     assert (out / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_report_with_evaluations_only_and_no_published_curves(tmp_path, monkeypatch):
     # A CPU check whose chunks are shorter than a round of training episodes has evaluations only.
     monkeypatch.delenv("DREAMER_REFERENCE_SCORES", raising=False)
-    logdir = tmp_path / "run"
-    logdir.mkdir()
+    logdir = tmp_path / "run" / "seed0"
+    logdir.mkdir(parents=True)
     write_jsonl(
         logdir / "metrics.jsonl",
         [
@@ -125,58 +141,62 @@ def test_report_with_evaluations_only_and_no_published_curves(tmp_path, monkeypa
         ],
     )
     args = argparse.Namespace(
-        logdir=str(logdir), out=str(tmp_path / "out"), bin=1e4, task="dmc_cartpole_balance",
-        configs=["dmc_proprio"], steps=1e5,
+        logdir=str(tmp_path / "run"), out=str(tmp_path / "out"), bin=1e4, task="dmc_cartpole_balance",
+        configs=["dmc_proprio"], steps=1e5, seeds=[0],
     )  # fmt: skip
     summary = learning_check.write_report(args, elapsed=0.0)
-    assert "step" not in summary and "DreamerV3 (published)" not in summary["eval"]
-    assert summary["eval"] == {"step": 16688, "score": 291.2, "episodes": 16}
+    seed = summary["seeds"]["0"]
+    assert "train" not in seed and seed["eval"] == {"step": 16688, "score": 291.2, "episodes": 16}
     assert summary["published"].startswith("absent: set DREAMER_REFERENCE_SCORES")
-    assert summary["status"] == "not started"
-    assert (tmp_path / "out" / "curve.csv").read_text().splitlines()[1:] == ["16688,291.20,16,eval"]
+    assert seed["status"] == "not started" and summary["updates_per_step"] is None
+    assert (tmp_path / "out" / "curve.csv").read_text().splitlines()[1:] == ["0,16688,291.20,16,eval"]
     assert (tmp_path / "out" / "curve.png").exists()
 
 
 def test_a_chunk_trains_and_evaluates(tmp_path):
-    """One real chunk of ``python -m dreamer_tf.train`` (random agent on dummy_disc: 100-step episodes)."""
+    """One real chunk of two seeds side by side (random agent on dummy_disc: 100-step episodes)."""
     logdir = tmp_path / "run"
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     env.pop("DREAMER_REFERENCE_SCORES", None)
     command = [
         sys.executable, str(ROOT / "benchmarks" / "learning_check.py"), "--logdir", str(logdir),
         "--task", "dummy_disc", "--configs", "debug", "--steps", "300", "--chunk-minutes", "3",
-        "--eval-every", "100", "--eval-eps", "3", "--eval-envs", "2",
+        "--eval-every", "100", "--eval-eps", "3", "--eval-envs", "2", "--seeds", "0", "1",
         "--agent", "random", "--run.envs", "1",  # extra flags go to the training command
     ]  # fmt: skip
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads(result.stdout.splitlines()[-1])
-    assert summary["status"] == "done"
-    evals = learning_check.eval_curve(logdir)
-    # An evaluation at the start (the run was never evaluated) and then every 100 env steps.
-    assert [row["step"] for row in evals] == [0, 100, 200, 300]
-    assert all(row["episodes"] == 3 for row in evals)
-    assert summary["eval"]["step"] == 300 and summary["eval"]["episodes"] == 3
-    # Training episodes of one env: 100 steps each plus the reset step.
-    train = [json.loads(line) for line in (logdir / "scores.jsonl").read_text().splitlines()]
-    assert [record["episode/length"] for record in train] == [101, 101]
-    assert summary["step"] == train[-1]["step"] and summary["episodes"] == 2
+    for seed in ("0", "1"):
+        assert summary["seeds"][seed]["status"] == "done"
+        evals = learning_check.eval_curve(logdir / f"seed{seed}")
+        # An evaluation at the start (the run was never evaluated) and then every 100 env steps.
+        assert [row["step"] for row in evals] == [0, 100, 200, 300]
+        assert all(row["episodes"] == 3 for row in evals)
+        assert summary["seeds"][seed]["eval"]["step"] == 300
+        # Training episodes of one env: 100 steps each plus the reset step.
+        lines = (logdir / f"seed{seed}" / "scores.jsonl").read_text().splitlines()
+        train = [json.loads(line) for line in lines]
+        assert [record["episode/length"] for record in train] == [101, 101]
+        assert summary["seeds"][seed]["train"]["step"] == train[-1]["step"]
+        config = (logdir / f"seed{seed}" / "config.yaml").read_text()
+        assert f"seed: {seed}" in config  # each run has its own seed
     csv = (logdir / "check" / "curve.csv").read_text().splitlines()
-    assert csv[0] == "step,score,episodes,source"
-    assert sum(line.endswith(",eval") for line in csv) == 4
+    assert csv[0] == "seed,step,score,episodes,source"
+    assert sum(line.endswith(",eval") for line in csv) == 8
 
 
 def test_carry_moves_the_check_to_a_new_run_folder(tmp_path):
     """``--carry``: the first logdir's chunk leaves a pack; a second, empty logdir resumes from it."""
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     env.pop("DREAMER_REFERENCE_SCORES", None)
-    pack = tmp_path / "carry.tar.gz"
+    packs = tmp_path / "packs"
 
     def check(logdir: Path, steps: int) -> subprocess.CompletedProcess:
         command = [
             sys.executable, str(ROOT / "benchmarks" / "learning_check.py"), "--logdir", str(logdir),
             "--task", "dummy_disc", "--configs", "debug", "--steps", str(steps), "--chunk-minutes", "3",
-            "--eval-every", "100", "--eval-eps", "2", "--eval-envs", "1", "--carry", str(pack),
+            "--eval-every", "100", "--eval-eps", "2", "--eval-envs", "1", "--carry", str(packs),
             "--agent", "random", "--run.envs", "1",
         ]  # fmt: skip
         result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
@@ -184,14 +204,15 @@ def test_carry_moves_the_check_to_a_new_run_folder(tmp_path):
         return result
 
     first = check(tmp_path / "first", 200)
-    assert "packed env step 200" in first.stderr and pack.exists()
+    assert "packed seed 0, env step 200" in first.stderr and (packs / "seed0.tar.gz").exists()
     second = check(tmp_path / "second", 300)
-    assert "unpacked" in second.stderr and "packed env step 300" in second.stderr
+    assert "unpacked" in second.stderr and "packed seed 0, env step 300" in second.stderr
     assert "Resumed from" in second.stderr
+    run = tmp_path / "second" / "seed0"
     # The second folder continues the first's records: its evaluations at 0-200 came in the pack.
-    assert [row["step"] for row in learning_check.eval_curve(tmp_path / "second")] == [0, 100, 200, 300]
-    train = [json.loads(line) for line in (tmp_path / "second" / "scores.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in learning_check.eval_curve(run)] == [0, 100, 200, 300]
+    train = [json.loads(line) for line in (run / "scores.jsonl").read_text().splitlines()]
     # The episode ending at 101 came in the pack; the one under way at 200 was lost with the first
     # process (a resume restarts episodes), and the one begun at 200 would end after 300.
     assert [record["step"] for record in train] == [101]
-    assert json.loads((tmp_path / "second" / "status.json").read_text())["step"] == 300
+    assert json.loads((run / "status.json").read_text())["step"] == 300
