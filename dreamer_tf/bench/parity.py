@@ -587,6 +587,23 @@ def markdown(reports: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def overview(reports: list[dict]) -> str:
+    """One table for all reports: a row per term group, a column per case and backend (max relative error)."""
+    columns = [f"{r['case']}, {r['backend']}" for r in reports]
+    labels: list[str] = []
+    for report in reports:
+        labels += [row["group"] for row in report["table"] if row["group"] not in labels]
+    lines = ["| term | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
+    for label in labels:
+        cells = []
+        for report in reports:
+            row = next((r for r in report["table"] if r["group"] == label), None)
+            mark = {"ok": "", "explained": " (e)"}.get(row["status"], " FAIL") if row else ""
+            cells.append(f"{row['relative']:.1e}{mark}" if row else "–")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -658,8 +675,8 @@ def main(argv: list[str] | None = None) -> int:
             env=env,
         )
         reports += json.loads(report.read_text())
-    text = markdown(reports)
-    (out / "report.md").write_text(f"Official commit {commit}.\n{text}\n")
+    text = overview(reports)
+    (out / "report.md").write_text(f"Official commit {commit}.\n\n{text}\n\n{markdown(reports)}\n")
     print(text)
     return 0 if all(r["passed"] for r in reports) else 1
 
