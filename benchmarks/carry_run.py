@@ -16,7 +16,9 @@ online queue and uniform sampling, the first few hundred updates refresh nearly 
 
 Pack a run that has stopped (SIGTERM or Ctrl-C write a final checkpoint). ``unpack`` never
 overwrites: it refuses a run folder that already has a checkpoint, and checks the pack's file sizes
-and hashes before it writes anything.
+and hashes before it writes anything. The hashes travel inside the pack, so they catch damage, not
+intent: ``unpack`` also refuses any member that is not a plain file named as ``pack`` names them
+(absolute paths, ``..``, links), so a crafted pack cannot write outside the run folder.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import tarfile
 import tempfile
 import time
 import zlib
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
@@ -108,6 +110,21 @@ def pack(run: str | Path, out: str | Path, keep_latents: bool = False) -> dict:
     return info
 
 
+def check_member(pack_path: Path, entry: tarfile.TarInfo) -> None:
+    """Refuse a member that is not a plain file of a pack: a link, a device, an absolute path, a path
+    with ``..``, or a name that ``pack`` never writes. Nothing is written before every member passes."""
+    name = entry.name
+    parts = PurePosixPath(name).parts
+    if not entry.isfile():
+        raise CarryError(f"{pack_path} is not a pack made by carry_run.py: {name} is not a plain file.")
+    if name.startswith("/") or "\\" in name or ".." in parts or not parts or name != "/".join(parts):
+        raise CarryError(
+            f"{pack_path} is not a safe pack: its member {name!r} would be written outside the run folder."
+        )
+    if not (name == INFO or name in RUN_FILES or (parts[0] == "checkpoint" and len(parts) > 1)):
+        raise CarryError(f"{pack_path} is not a pack made by carry_run.py: unexpected member {name!r}.")
+
+
 def unpack(pack_path: str | Path, run: str | Path) -> dict:
     """Restore a pack into the run folder ``run`` (created; it must not hold a checkpoint yet)."""
     pack_path, run = Path(pack_path), Path(run)
@@ -118,7 +135,10 @@ def unpack(pack_path: str | Path, run: str | Path) -> dict:
         )
     try:
         with tarfile.open(pack_path, "r:gz") as tar:
-            members = {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}
+            entries = tar.getmembers()
+            for entry in entries:
+                check_member(pack_path, entry)
+            members = {m.name: tar.extractfile(m).read() for m in entries}
     except (OSError, tarfile.TarError, EOFError, zlib.error) as error:
         raise CarryError(f"{pack_path} is not a readable pack ({type(error).__name__}: {error}).") from None
     if INFO not in members:
@@ -152,6 +172,8 @@ def unpack(pack_path: str | Path, run: str | Path) -> dict:
                 continue
             relative = name[len("checkpoint/") :]
             path = folder / relative
+            if not path.resolve().is_relative_to(folder.resolve()):  # (check_member refused these already)
+                raise CarryError(f"{pack_path} has a member outside the checkpoint: {name}.")
             path.parent.mkdir(parents=True, exist_ok=True)
             if relative.startswith(f"{REPLAY}/") and relative.endswith(".npz"):
                 with np.load(io.BytesIO(data), allow_pickle=False) as arrays:

@@ -134,3 +134,56 @@ def test_pack_needs_a_complete_checkpoint(tmp_path, capsys):
     assert carry_run.main(["pack", str(tmp_path / "empty"), str(tmp_path / "x.tar.gz")]) == 1
     assert "has no complete checkpoint" in capsys.readouterr().err
     assert not (tmp_path / "x.tar.gz").exists()
+
+
+def crafted_pack(path: Path, members: list[tuple[str, bytes, bytes]]) -> None:
+    """A tar.gz with the given (name, type, data) members; type is a tarfile type such as REGTYPE."""
+    import io
+    import tarfile
+
+    with tarfile.open(path, "w:gz") as tar:
+        for name, kind, data in members:
+            entry = tarfile.TarInfo(name)
+            entry.type = kind
+            if kind == tarfile.SYMTYPE:
+                entry.linkname = "/etc/passwd"
+                tar.addfile(entry)
+            else:
+                entry.size = len(data)
+                tar.addfile(entry, io.BytesIO(data))
+
+
+@pytest.mark.parametrize(
+    "name, kind",
+    [
+        ("checkpoint/../../escaped", "file"),
+        ("checkpoint//tmp/escaped-absolute", "file"),
+        ("/tmp/escaped-absolute", "file"),
+        ("../escaped", "file"),
+        ("checkpoint/latest/link", "symlink"),
+        ("unexpected.txt", "file"),
+    ],
+)
+def test_a_crafted_pack_writes_nothing_outside_or_at_all(tmp_path, capsys, name, kind):
+    """Member names and hashes travel in the same tar: a consistent but hostile pack must be refused."""
+    import hashlib
+    import tarfile
+
+    make_run(tmp_path / "run")
+    carry_run.pack(tmp_path / "run", tmp_path / "run.tar.gz")
+    with tarfile.open(tmp_path / "run.tar.gz", "r:gz") as tar:
+        members = [(m.name, tarfile.REGTYPE, tar.extractfile(m).read()) for m in tar.getmembers()]
+    info = json.loads(dict((n, d) for n, _, d in members)[carry_run.INFO])
+    payload = b"written by a crafted pack"
+    info["files"][name] = {"size": len(payload), "sha256": hashlib.sha256(payload).hexdigest()}
+    members = [(n, t, json.dumps(info).encode() if n == carry_run.INFO else d) for n, t, d in members]
+    members.append((name, tarfile.SYMTYPE if kind == "symlink" else tarfile.REGTYPE, payload))
+    crafted_pack(tmp_path / "crafted.tar.gz", members)
+    target = tmp_path / "deep" / "er" / "copy"
+    assert carry_run.main(["unpack", str(tmp_path / "crafted.tar.gz"), str(target)]) == 1
+    error = capsys.readouterr().err
+    assert "not a safe pack" in error or "not a pack made by carry_run.py" in error, error
+    assert name.lstrip("/") in error or repr(name) in error or name in error
+    assert not target.exists()  # nothing was written, not even the run folder
+    assert not (tmp_path / "deep" / "escaped").exists() and not (tmp_path / "escaped").exists()
+    assert not Path("/tmp/escaped-absolute").exists()
