@@ -67,9 +67,9 @@ def main(argv=None) -> dict:
 
     overrides = list(args.overrides)
     if args.precision:
-        overrides += ["--precision", args.precision]
+        overrides += ["--compile.precision", args.precision]
     if args.xla:
-        overrides += ["--xla", "true"]
+        overrides += ["--compile.xla", "true"]
     config = load_config(args.configs, overrides)
     obs_space = {
         "image": Space(np.uint8, (64, 64, 3)),

@@ -189,12 +189,7 @@ class Agent:
                     f"Continuous action '{key}' must be normalised to [-1, 1], got {space}. "
                     "Wrap the environment so its actions are rescaled (dreamer_tf.envs.gym does this)."
                 )
-        if config.xla and config.jit and keras.backend.backend() == "tensorflow" and not config.agent.unroll:
-            raise ValueError(
-                "xla: true on TensorFlow needs agent.unroll: true (--agent.unroll true): XLA cannot "
-                "compile the gradient of the rolled time loops."
-            )
-        self.precision = steps.resolve_precision(config.precision)
+        self.precision = steps.resolve_precision(config.compile.precision)
         keras.utils.set_random_seed(config.seed)
         policy = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}[
             self.precision
@@ -208,7 +203,7 @@ class Agent:
             loss_scale=self.precision == "float16",
             multipliers=[(v, config.agent.opt.actor) for v in actor_vars],
         )
-        self.runner = steps.make_runner(self.model, self.optimizer, jit=config.jit, xla=config.xla)
+        self.runner = steps.make_runner(self.model, self.optimizer, config.compile)
         self._rng = np.random.default_rng(config.seed)
 
     @property

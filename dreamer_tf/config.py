@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import difflib
 import re
+import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -139,7 +140,9 @@ class Config(Mapping):
 
     @classmethod
     def load(cls, path: str | Path) -> Config:
-        return cls(yaml_load(Path(path).read_text()))
+        """A saved config; keys saved under an old name (``RENAMED``) come back under the new one."""
+        flat = Config(yaml_load(Path(path).read_text())).flat()
+        return cls(_unflatten(rename_keys(flat)))
 
 
 def _wrap(value: Any) -> Any:
@@ -236,6 +239,27 @@ def read_presets(path: str | Path = CONFIGS_PATH) -> dict[str, Any]:
     return presets
 
 
+# Keys that moved: old name -> new name. Old run folders' config.yaml files and old flags still work.
+RENAMED = {
+    "jit": "compile.jit",
+    "xla": "compile.xla",
+    "precision": "compile.precision",
+    "agent.unroll": "compile.unroll",
+}
+
+
+def rename_keys(flat: Mapping[str, Any], warn: bool = False) -> dict[str, Any]:
+    """``flat`` (dotted keys) with the keys of ``RENAMED`` under their new names."""
+    out = {}
+    for key, value in flat.items():
+        if key in RENAMED:
+            if warn:
+                print(f"note: --{key} is now --{RENAMED[key]}", file=sys.stderr)
+            key = RENAMED[key]
+        out[key] = value
+    return out
+
+
 def parse_overrides(argv: list[str]) -> dict[str, str]:
     """Turn ``["--run.steps", "100", "--a.b=c"]`` into ``{"run.steps": "100", "a.b": "c"}``."""
     overrides: dict[str, str] = {}
@@ -253,7 +277,7 @@ def parse_overrides(argv: list[str]) -> dict[str, str]:
             key, value = token[2:], argv[index + 1]
             index += 2
         overrides[key] = value
-    return overrides
+    return rename_keys(overrides, warn=True)
 
 
 def load_config(

@@ -106,15 +106,32 @@ def lambda_return(last, term, rew, val, boot, disc: float, lam: float):
     return ops.stack(rets[::-1], 1)
 
 
-def scan(fn, init, xs, unroll: bool = False):
-    """``keras.ops.scan`` over axis 0, or a Python loop when ``unroll`` is set.
+_UNROLL: contextvars.ContextVar[bool] = contextvars.ContextVar("dreamer_tf_unroll", default=False)
+
+
+@contextlib.contextmanager
+def unrolled(flag: bool = True):
+    """Trace the ``scan`` calls inside the block as Python loops (``compile.unroll``).
+
+    Set by the backend module (``dreamer_tf.steps``) around the steps it compiles, so that how the
+    time loops are compiled is a compile option, not a property of the model.
+    """
+    token = _UNROLL.set(bool(flag))
+    try:
+        yield
+    finally:
+        _UNROLL.reset(token)
+
+
+def scan(fn, init, xs):
+    """``keras.ops.scan`` over axis 0, or a Python loop inside ``unrolled()``.
 
     ``fn(carry, x) -> (carry, y)``. Unrolling gives the compiler one straight-line
     graph: TensorFlow's XLA cannot compile the gradient of a dynamic while loop,
-    and on the CPU the fused, unrolled graph runs several times faster.
+    and on the CPU the fused, unrolled graph of a small model runs faster.
     The lengths here are static and short (replay chunks, 15 imagined steps).
     """
-    if not unroll:
+    if not _UNROLL.get():
         return ops.scan(fn, init, xs)
     length = keras.tree.flatten(xs)[0].shape[0]
     carry, ys = init, []

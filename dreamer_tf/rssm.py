@@ -37,7 +37,6 @@ class RSSM(keras.layers.Layer):
         dynlayers: int,
         blocks: int,
         free_nats: float,
-        unroll: bool = False,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -45,7 +44,6 @@ class RSSM(keras.layers.Layer):
         self.deter, self.hidden, self.stoch, self.classes = deter, hidden, stoch, classes
         self.blocks, self.unimix, self.free_nats = blocks, unimix, free_nats
         self.action_size = action_size
-        self.unroll = unroll
         policy = self.dtype_policy
         self.act = activation(act)
         flat = stoch * classes
@@ -167,7 +165,7 @@ class RSSM(keras.layers.Layer):
 
         inputs = (swap(prev_actions), swap(tokens), swap(is_first), swap(noise))
         init = (deter, stoch, ops.zeros_like(noise[:, 0]))
-        _, (deters, stochs, logits) = dops.scan(step, init, inputs, self.unroll)
+        _, (deters, stochs, logits) = dops.scan(step, init, inputs)
         return swap(deters), swap(stochs), swap(logits)
 
     def kl_losses(self, post_logits, prior_logits):

@@ -20,6 +20,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from dreamer_tf import ops as dops
+
 
 def backend() -> str:
     return keras.backend.backend()
@@ -82,31 +84,50 @@ def _rms(tensors) -> Any:
     return _global_norm(tensors) / math.sqrt(count)
 
 
-def make_runner(model, optimizer, jit: bool = True, xla: bool = False):
-    """Compile ``model``'s steps for the active backend.
+def make_runner(model, optimizer, options):
+    """Compile ``model``'s steps for the active backend, as ``options`` (the config's ``compile``) say.
 
     ``model`` is a Keras layer with ``train_loss(data) -> (loss, (metrics, updates))``,
     ``after_update()`` (state changes after each optimizer step, e.g. a slow critic) and
     ``policy_step(obs, carry, sample) -> (actions, carry, extra)``: DreamerV3 and PPO share the runners.
+    ``options.unroll`` traces the model's time loops as Python loops (``dreamer_tf.ops.unrolled``).
     """
+    jit, xla, unroll = bool(options.jit), bool(options.xla), bool(options.unroll)
+    if backend() == "tensorflow" and jit and xla and not unroll:
+        raise ValueError(
+            "compile.xla on TensorFlow needs compile.unroll (--compile.unroll true): XLA cannot compile "
+            "the gradient of the rolled time loops."
+        )
     optimizer.build(model.trainable_variables)
     if backend() == "tensorflow":
-        return TensorFlowRunner(model, optimizer, jit, xla)
+        return TensorFlowRunner(model, optimizer, jit, xla, unroll)
     if backend() == "jax":
-        return JaxRunner(model, optimizer, jit)
+        return JaxRunner(model, optimizer, jit, unroll)
     raise NotImplementedError(f"Keras backend '{backend()}' is not supported; use tensorflow or jax.")
 
 
+def _unrolled(fn, unroll: bool):
+    """``fn`` with the model's time loops traced unrolled or not."""
+    if not unroll:
+        return fn
+
+    def wrapped(*args, **kwargs):
+        with dops.unrolled():
+            return fn(*args, **kwargs)
+
+    return wrapped
+
+
 class TensorFlowRunner:
-    def __init__(self, model, optimizer, jit: bool, xla: bool) -> None:
+    def __init__(self, model, optimizer, jit: bool, xla: bool, unroll: bool = False) -> None:
         import tensorflow as tf
 
         self.tf = tf
         self.model, self.optimizer = model, optimizer
         self.scaling = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
         wrap = (lambda fn: tf.function(fn, jit_compile=xla)) if jit else (lambda fn: fn)
-        self._train = wrap(self._train_step)
-        self._policy = wrap(self._policy_step)
+        self._train = wrap(_unrolled(self._train_step, unroll))
+        self._policy = wrap(_unrolled(self._policy_step, unroll))
 
     def _train_step(self, data):
         tf = self.tf
@@ -160,7 +181,7 @@ class TensorFlowRunner:
 
 
 class JaxRunner:
-    def __init__(self, model, optimizer, jit: bool) -> None:
+    def __init__(self, model, optimizer, jit: bool, unroll: bool = False) -> None:
         import jax
 
         self.jax = jax
@@ -169,9 +190,9 @@ class JaxRunner:
         self.trainable = list(model.trainable_variables)
         self.non_trainable = list(model.non_trainable_variables)
         self.reload()
-        wrap = jax.jit if jit else (lambda fn, **kw: fn)
-        self._train = wrap(self._train_step, donate_argnums=(0,)) if jit else self._train_step
-        self._policy = jax.jit(self._policy_step, static_argnums=(3,)) if jit else self._policy_step
+        train, policy = _unrolled(self._train_step, unroll), _unrolled(self._policy_step, unroll)
+        self._train = jax.jit(train, donate_argnums=(0,)) if jit else train
+        self._policy = jax.jit(policy, static_argnums=(3,)) if jit else policy
 
     def reload(self) -> None:
         """Take the current values of the Keras variables as the runner's state."""

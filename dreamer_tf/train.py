@@ -207,14 +207,14 @@ def describe(config: Config) -> str:
         ppo = config.ppo
         lines += [
             f"PPO: rollouts of {ppo.rollout_length} x {run.envs} steps, {ppo.epochs} epochs of "
-            f"{ppo.minibatches} minibatches, lr {ppo.lr:g}    Precision: {config.precision}",
+            f"{ppo.minibatches} minibatches, lr {ppo.lr:g}    Precision: {config.compile.precision}",
             f"Backend: {os.environ.get('KERAS_BACKEND', 'keras default')}",
         ]
         return "\n".join(lines)
     lines += [
         f"Batch: {config.batch_size} x {config.batch_length} (+{config.replay_context} context)",
         f"Train ratio: {run.train_ratio:g} ({ratio:.4g} updates per env step)",
-        f"Replay: {config.replay.size:.4g} steps    Precision: {config.precision}",
+        f"Replay: {config.replay.size:.4g} steps    Precision: {config.compile.precision}",
         f"Backend: {os.environ.get('KERAS_BACKEND', 'keras default')}",
     ]
     if config.agent_name == "dreamerv3":

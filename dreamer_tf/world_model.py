@@ -67,7 +67,6 @@ class WorldModel(keras.layers.Layer):
             dyn.dynlayers,
             dyn.blocks,
             dyn.free_nats,
-            config.unroll,
             name="dyn",
             dtype=policy,
         )
@@ -190,9 +189,7 @@ class WorldModel(keras.layers.Layer):
             return carry, carry
 
         init = (deter, stoch, ops.zeros((deter.shape[0], self.rssm.action_size), "float32"))
-        _, (deters, stochs, actions) = dops.scan(
-            step, init, (noise["action"][:-1], noise["stoch"]), self.rssm.unroll
-        )
+        _, (deters, stochs, actions) = dops.scan(step, init, (noise["action"][:-1], noise["stoch"]))
         last_action = policy_fn(sg(self.feat(deters[-1], stochs[-1])), noise["action"][-1])
         deters = ops.concatenate([deter[None], deters], 0)
         stochs = ops.concatenate([stoch[None], stochs], 0)

@@ -56,7 +56,7 @@ def case_config(meta: dict):
 
     case = meta["config"]
     names = {"dyn.rssm": "dyn", "enc.simple": "enc", "dec.simple": "dec"}
-    updates = {"seed": meta["seed"], "precision": "float32", "replay_context": 1}
+    updates = {"seed": meta["seed"], "compile.precision": "float32", "replay_context": 1}
     for key, value in case["agent"].items():
         key = names.get(key, key)
         if isinstance(value, dict):

@@ -40,7 +40,7 @@ class Agent:
         act_space = {k: v for k, v in act_space.items() if k != "reset"}
         self.obs_space, self.act_space, self.config = obs_space, act_space, config
         cfg = config.ppo
-        self.precision = steps.resolve_precision(config.precision)
+        self.precision = steps.resolve_precision(config.compile.precision)
         keras.utils.set_random_seed(config.seed)
         policy = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}[
             self.precision
@@ -54,7 +54,7 @@ class Agent:
         if self.precision == "float16":
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer, dynamic_growth_steps=1000)
         self.optimizer = optimizer
-        self.runner = steps.make_runner(self.model, self.optimizer, jit=config.jit, xla=config.xla)
+        self.runner = steps.make_runner(self.model, self.optimizer, config.compile)
         self.normalizer = ReturnNormalizer(cfg.value_norm_rate, cfg.value_norm_limit, cfg.value_norm)
         keys = self.model.keys + list(FLAGS) + ["ppo/logp", "ppo/value"] + [RAW + k for k in act_space]
         self.rollout = Rollout(cfg.rollout_length, sorted(set(keys)))

@@ -195,16 +195,16 @@ def test_bad_spaces_and_precision_raise():
     with pytest.raises(ValueError, match="'action'.*\\[-1, 1\\]"):
         make_agent("vector", act_space={"action": Space(np.float32, (2,), -2.0, 2.0)})
     with pytest.raises(ValueError, match="float8"):
-        make_agent("vector", "--precision", "float8")
+        make_agent("vector", "--compile.precision", "float8")
 
 
 def test_xla_on_tensorflow_asks_for_unrolled_loops():
     # TensorFlow's XLA cannot compile the gradient of a while loop; without this check the first
     # train step failed deep inside tf2xla.
     if keras.backend.backend() == "tensorflow":
-        with pytest.raises(ValueError, match=r"--agent.unroll true"):
-            make_agent("vector", "--xla", "true")
-    agent = make_agent("vector", "--xla", "true", "--agent.unroll", "true")  # JAX ignores xla
+        with pytest.raises(ValueError, match=r"--compile.unroll true"):
+            make_agent("vector", "--compile.xla", "true")
+    agent = make_agent("vector", "--compile.xla", "true", "--compile.unroll", "true")  # JAX ignores xla
     metrics, _ = agent.train(make_batch(agent))
     assert np.isfinite(metrics["opt/loss"])
 

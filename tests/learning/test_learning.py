@@ -23,7 +23,7 @@ def backend_flags() -> list[str]:
     batch, 60 timed updates of the agent in-process, 2026-12-01: 5.78 updates/s unrolled, 3.35 rolled); on
     TensorFlow unrolling is slower (4.50 vs 5.51), so only JAX unrolls.
     """
-    return ["--agent.unroll", "true"] if os.environ.get("KERAS_BACKEND") == "jax" else []
+    return ["--compile.unroll", "true"] if os.environ.get("KERAS_BACKEND") == "jax" else []
 
 
 # Guards against a hang. Clean-clone CI here, 2026-11-30 (two threads, nothing beside it): TF 1,520 s.

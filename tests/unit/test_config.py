@@ -5,6 +5,7 @@ from __future__ import annotations
 import pickle
 
 import pytest
+import yaml
 
 from dreamer_tf.config import Config, ConfigError, load_config, parse_overrides, read_presets
 
@@ -52,17 +53,35 @@ def test_regex_key_through_update():
 def test_command_line_overrides_convert_types():
     config = load_config(
         ["debug"],
-        ["--run.steps", "1e5", "--replay.chunk", "2e3", "--jit", "false", "--env.dummy.size", "32,48",
+        ["--run.steps", "1e5", "--replay.chunk", "2e3", "--compile.jit", "false", "--env.dummy.size", "32,48",
          "--agent.opt.lr=3e-4", "--task", "dmc_cheetah_run", "--agent.enc.mults", "1,2"],
     )  # fmt: skip
     assert config.run.steps == 1e5 and isinstance(config.run.steps, float)
     assert config.replay.chunk == 2000 and isinstance(config.replay.chunk, int)
-    assert config.jit is False
+    assert config.compile.jit is False
     assert config.env.dummy.size == (32, 48) and all(isinstance(x, int) for x in config.env.dummy.size)
     assert config.agent.opt.lr == pytest.approx(3e-4)
     assert config.task == "dmc_cheetah_run"
     assert config.agent.enc.mults == (1, 2)
-    assert load_config([], ["--jit", "True"]).jit is True
+    assert load_config([], ["--compile.jit", "True"]).compile.jit is True
+
+
+def test_renamed_keys_still_work_as_flags_and_in_saved_configs(tmp_path, capsys):
+    # The compile options moved from the top level and agent.unroll into compile.*: old flags and
+    # the config.yaml of a run started before the move still load, under the new names.
+    config = load_config([], ["--agent.unroll", "true", "--precision", "float32", "--jit", "false"])
+    assert (config.compile.unroll, config.compile.precision, config.compile.jit) == (True, "float32", False)
+    assert "--agent.unroll is now --compile.unroll" in capsys.readouterr().err
+    old = load_config().to_dict()
+    compile_options = old.pop("compile")
+    old.update(jit=compile_options["jit"], xla=True, precision="bfloat16")
+    old["agent"]["unroll"] = True
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(old))
+    saved = Config.load(tmp_path / "config.yaml")
+    assert (
+        saved.compile.xla is True and saved.compile.unroll is True and saved.compile.precision == "bfloat16"
+    )
+    assert "unroll" not in saved.agent.to_dict() and set(saved.flat()) == set(load_config().flat())
 
 
 def test_bad_values_raise():
@@ -153,3 +172,18 @@ def test_resume_accepts_a_model_key_added_to_the_defaults_at_its_default_value()
     assert changes == ["agent.opt.actor: '<missing>' -> 1.0 (added to the defaults since)"]
     with pytest.raises(ConfigMismatchError, match="agent.opt.actor"):  # at another value it is a new model
         check_resume_config(config.update({"agent.opt.actor": 0.5}), saved)
+
+
+def test_compile_options_never_block_a_resume():
+    from dreamer_tf.train import ConfigMismatchError, check_resume_config
+
+    saved = load_config(["debug"], ["--task", "dummy_disc"])
+    changed = saved.update({"compile.unroll": True, "compile.jit": False, "compile.precision": "bfloat16"})
+    changes = check_resume_config(changed, saved)
+    assert sorted(line.split(":")[0] for line in changes) == [
+        "compile.jit",
+        "compile.precision",
+        "compile.unroll",
+    ]
+    with pytest.raises(ConfigMismatchError, match="agent.dyn.deter"):
+        check_resume_config(saved.update({"agent.dyn.deter": 16}), saved)
