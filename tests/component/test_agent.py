@@ -465,7 +465,7 @@ def test_parameter_counts_per_preset():
     act_space = {"action": Space(np.int32, (), 0, 5)}
     counts = {}
     for preset in ("size1m", "size12m", "size25m"):
-        agent = Agent(obs_space, act_space, load_config([preset], ["--jit", "false"]))
+        agent = Agent(obs_space, act_space, load_config([preset], ["--compile.jit", "false"]))
         counts[preset] = agent.param_count
         print(f"{preset}: {agent.param_summary()}")
         del agent
@@ -476,7 +476,7 @@ def test_parameter_counts_per_preset():
 
 @pytest.mark.parametrize("precision", ["float16", "bfloat16"])
 def test_mixed_precision_trains(precision):
-    agent = make_agent("vector", "--precision", precision, act_space={"action": DISCRETE})
+    agent = make_agent("vector", "--compile.precision", precision, act_space={"action": DISCRETE})
     assert agent.precision == precision
     assert all(v.dtype == "float32" for v in agent.model.trainable_variables)
     batch = make_batch(agent, seed=9)

@@ -88,7 +88,7 @@ def test_bad_values_raise():
     with pytest.raises(ConfigError, match="replay.chunk"):
         load_config([], ["--replay.chunk", "1.5"])
     with pytest.raises(ConfigError, match="jit"):
-        load_config([], ["--jit", "maybe"])
+        load_config([], ["--compile.jit", "maybe"])
     with pytest.raises(ConfigError, match="agent.opt.lr"):
         load_config([], ["--agent.opt.lr", "fast"])
     with pytest.raises(ConfigError, match="needs a value"):
