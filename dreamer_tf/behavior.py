@@ -73,68 +73,25 @@ class ActorCritic(keras.layers.Layer):
         super().__init__(**kwargs)
         self.act_space, self.config = act_space, config
         policy = self.dtype_policy
-        p, v = config.policy, config.value
         self.actor = {}
         for key in sorted(act_space):
             space = act_space[key]
             if space.discrete:
                 assert space.shape == (), f"Discrete action '{key}' must be a scalar, got {space}"
-                head = Head(
+                self.actor[key] = Head(
                     feat_size,
                     "categorical",
-                    (),
-                    p.layers,
-                    p.units,
-                    p.act,
-                    p.norm,
-                    p.outscale,
                     classes=space.classes,
-                    unimix=p.unimix,
+                    **config.policy,
                     name=f"pol_{key}",
                     dtype=policy,
                 )
             else:
-                head = Head(
-                    feat_size,
-                    "bounded_normal",
-                    space.shape,
-                    p.layers,
-                    p.units,
-                    p.act,
-                    p.norm,
-                    p.outscale,
-                    minstd=p.minstd,
-                    maxstd=p.maxstd,
-                    name=f"pol_{key}",
-                    dtype=policy,
+                self.actor[key] = Head(
+                    feat_size, "bounded_normal", space.shape, **config.policy, name=f"pol_{key}", dtype=policy
                 )
-            self.actor[key] = head
-        self.value = Head(
-            feat_size,
-            v.output,
-            (),
-            v.layers,
-            v.units,
-            v.act,
-            v.norm,
-            v.outscale,
-            v.bins,
-            name="val",
-            dtype=policy,
-        )
-        self.slow_value = Head(
-            feat_size,
-            v.output,
-            (),
-            v.layers,
-            v.units,
-            v.act,
-            v.norm,
-            v.outscale,
-            v.bins,
-            name="slowval",
-            dtype=policy,
-        )
+        self.value = Head(feat_size, **config.value, name="val", dtype=policy)
+        self.slow_value = Head(feat_size, **config.value, name="slowval", dtype=policy)
         self.slow_value.trainable = False  # the setter also freezes the sublayers
         for target, source in zip(self.slow_value.weights, self.value.weights):
             target.assign(source)

@@ -198,6 +198,7 @@ class Encoder(keras.layers.Layer):
     def __init__(
         self,
         obs_space: dict[str, Space],
+        *,
         depth: int,
         mults: Sequence[int],
         layers: int,
@@ -270,6 +271,7 @@ class Decoder(keras.layers.Layer):
         obs_space: dict[str, Space],
         deter: int,
         stoch: int,
+        *,
         depth: int,
         mults: Sequence[int],
         layers: int,

@@ -24,6 +24,7 @@ class RSSM(keras.layers.Layer):
         self,
         action_size: int,
         token_size: int,
+        *,
         deter: int,
         hidden: int,
         stoch: int,

@@ -37,84 +37,15 @@ class WorldModel(keras.layers.Layer):
         super().__init__(**kwargs)
         self.obs_space, self.act_space, self.config = obs_space, act_space, config
         policy = self.dtype_policy
-        enc, dec, dyn = config.enc, config.dec, config.dyn
-        self.encoder = Encoder(
-            obs_space,
-            enc.depth,
-            enc.mults,
-            enc.layers,
-            enc.units,
-            enc.act,
-            enc.norm,
-            enc.symlog,
-            enc.kernel,
-            name="enc",
-            dtype=policy,
-        )
-        self.rssm = RSSM(
-            action_size(act_space),
-            self.encoder.outputs,
-            dyn.deter,
-            dyn.hidden,
-            dyn.stoch,
-            dyn.classes,
-            dyn.act,
-            dyn.norm,
-            dyn.unimix,
-            dyn.outscale,
-            dyn.imglayers,
-            dyn.obslayers,
-            dyn.dynlayers,
-            dyn.blocks,
-            dyn.free_nats,
-            name="dyn",
-            dtype=policy,
-        )
-        flat = dyn.stoch * dyn.classes
+        self.encoder = Encoder(obs_space, **config.enc, name="enc", dtype=policy)
+        self.rssm = RSSM(action_size(act_space), self.encoder.outputs, **config.dyn, name="dyn", dtype=policy)
+        dyn = config.dyn
         self.decoder = Decoder(
-            obs_space,
-            dyn.deter,
-            flat,
-            dec.depth,
-            dec.mults,
-            dec.layers,
-            dec.units,
-            dec.act,
-            dec.norm,
-            dec.outscale,
-            dec.kernel,
-            dec.bspace,
-            dec.symlog,
-            name="dec",
-            dtype=policy,
+            obs_space, dyn.deter, dyn.stoch * dyn.classes, **config.dec, name="dec", dtype=policy
         )
         feat = self.rssm.feat_size
-        rew, con = config.rewhead, config.conhead
-        self.reward = Head(
-            feat,
-            rew.output,
-            (),
-            rew.layers,
-            rew.units,
-            rew.act,
-            rew.norm,
-            rew.outscale,
-            rew.bins,
-            name="rew",
-            dtype=policy,
-        )
-        self.cont = Head(
-            feat,
-            "binary",
-            (),
-            con.layers,
-            con.units,
-            con.act,
-            con.norm,
-            con.outscale,
-            name="con",
-            dtype=policy,
-        )
+        self.reward = Head(feat, **config.rewhead, name="rew", dtype=policy)
+        self.cont = Head(feat, "binary", **config.conhead, name="con", dtype=policy)
 
     def feat(self, deter, stoch):
         """Concatenated model state [h, z] fed to heads, flattened over stoch × classes."""
