@@ -1,5 +1,5 @@
-"""The suite definition and planning: benchmarks/suites.yaml against the catalog, configs and DESIGN
-budgets; which runs a sweep makes and where; run states; the dry run; executor errors.
+"""The suite definition and planning: benchmarks/suites.yaml against the catalog, configs and the
+budgets of docs/design.md; which runs a sweep makes and where; run states; the dry run; executor errors.
 Nothing here trains (tests/smoke/test_sweep.py runs sweeps)."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from dreamer_tf.train import AGENTS
 pytestmark = pytest.mark.backend_independent
 
 ROOT = Path(__file__).resolve().parents[2]
-# DESIGN.md §3: the paper's budgets in env steps (DMC proprio: the published curves' 5e5).
+# docs/design.md §4 (Domains): the paper's budgets in env steps (DMC proprio: the published curves' 5e5).
 PAPER_STEPS = {"atari": 5.1e7, "atari100k": 1.1e5, "procgen": 1.1e8, "dmlab": 2.6e7, "dmc_proprio": 5e5,
                "dmc_vision": 1e6, "minecraft": 1e8, "crafter": 1.1e6}  # fmt: skip
 TRAIN_RATIOS = {"atari": 32, "atari100k": 256, "procgen": 64, "dmlab": 32, "dmc_proprio": 1024,

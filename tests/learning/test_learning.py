@@ -37,7 +37,7 @@ def test_catch_reaches_half_the_maximum_return(tmp_path):
     # Up to 8K env steps in two chunks, the second resuming the first: 3K, then on until the last 100
     # episodes, all of the second chunk, average +0.5 or more (the run is then stopped with SIGTERM,
     # or at 8K). In our runs learning began between 2K and 4.5K steps, and in one (CI, JAX) not by 6K
-    # (README, "Does it learn?").
+    # (docs/testing.md).
     flags = ["--run.envs", "4", "--run.parallel", "none", "--run.train_ratio", "256", *backend_flags()]
     start = time.time()
     train(tmp_path, "bsuite_catch/0", ["bsuite", "small"], 3000, *flags, timeout=2400)
@@ -62,7 +62,7 @@ def test_catch_reaches_half_the_maximum_return(tmp_path):
     assert last >= 0.5, f"mean return of the last 100 episodes {last:.2f} < 0.5 at step {judged[-1]['step']}"
 
 
-@pytest.mark.timeout(2400)  # TF 496 s alone (README); guards against a hang
+@pytest.mark.timeout(2400)  # TF 496 s alone (docs/testing.md); guards against a hang
 def test_continuous_actions_rise_clearly_above_random(tmp_path):
     # dummy_cont_match with one action dimension: each step shows a target in [-1, 1] and pays
     # 1 - |action - target| / 2. Per step a uniform random policy earns 2/3 on average and always
@@ -74,7 +74,7 @@ def test_continuous_actions_rise_clearly_above_random(tmp_path):
 
     # Chunks to 2K env steps, then on until the last 20 episodes, all of the second chunk, earn 0.85 or
     # more per step (then SIGTERM), or to 4K (in our runs the last 20 episodes averaged 0.92-0.94 per
-    # step by 3.1K steps, README "Does it learn?").
+    # step by 3.1K steps, docs/testing.md).
     def per_step(records: list[dict]) -> float:  # of the last 20 episodes; their step 1 pays 0
         return np.mean([r["episode/score"] / (r["episode/length"] - 1) for r in records[-20:]])
 
