@@ -160,14 +160,14 @@ def parameter_map(model) -> dict[str, object]:
 
     head("rew", wm.reward, "head/logits")
     head("con", wm.cont, "head/logit")
+    # One actor head per action key; the official agent shares one MLP between its keys, so only
+    # single-key action spaces map (load_official reports any weight left without a counterpart).
     for key, layer in ac.actor.items():
-        output = "bounded_normal" if layer.output_kind == "bounded_normal" else "logits"
-        mlp("pol/mlp", layer.mlp.layers_)
-        if output == "bounded_normal":
-            linear(f"pol/head/{key}/mean", layer.out)
+        if layer.output_kind == "bounded_normal":
+            head("pol", layer, f"head/{key}/mean")
             linear(f"pol/head/{key}/stddev", layer.out_std)
         else:
-            linear(f"pol/head/{key}/logits", layer.out)
+            head("pol", layer, f"head/{key}/logits")
     head("val", ac.value, "head/logits")
     head("slowval", ac.slow_value, "head/logits")
     for name in ("retnorm", "valnorm", "advnorm"):
