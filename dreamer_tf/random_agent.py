@@ -1,6 +1,6 @@
 """An agent that acts uniformly at random: a baseline and a stand-in for tests.
 
-It implements the ``dreamer_tf.core.Agent`` protocol, so the training loop
+It implements the ``dreamer_tf.run.contracts.Agent`` protocol, so the training loop
 drives it exactly like DreamerV3 (``--agent random`` on the command line):
 
     agent = RandomAgent(envs.obs_space, envs.act_space, config)
@@ -15,8 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from dreamer_tf.core import random_actions
-from dreamer_tf.spaces import Space
+from dreamer_tf.spaces import Space, random_actions
 
 
 class RandomAgent:

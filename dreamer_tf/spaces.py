@@ -109,3 +109,10 @@ def _dtype_max(dtype: np.dtype) -> float:
     if np.issubdtype(dtype, np.integer):
         return np.iinfo(dtype).max
     return np.inf
+
+
+def random_actions(
+    act_space: dict[str, Space], count: int, rng: np.random.Generator
+) -> dict[str, np.ndarray]:
+    """Uniform actions for ``count`` environments (``mode="random"``)."""
+    return {k: np.stack([s.sample(rng) for _ in range(count)]).astype(s.dtype) for k, s in act_space.items()}

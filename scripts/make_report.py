@@ -1,78 +1,13 @@
-"""Render the paper-style report of a sweep: tables, figures and index.html.
+"""Render the report of a sweep: see dreamer_tf/harness/make_report.py."""
 
-    python scripts/make_report.py --runs runs/ --out reports/short
-    DREAMER_REFERENCE_SCORES=~/dreamerv3_scores python scripts/make_report.py --runs runs/ --out reports/x
-
-Reads every run under ``--runs`` (the folders ``benchmarks/run_suite.py`` makes, or any run folders
-of ``python -m dreamer_tf.train``) and the published DreamerV3 and PPO curves from the folder in
-``$DREAMER_REFERENCE_SCORES`` (or ``--reference``; get them with ``scripts/download_scores.py``).
-Without published curves the report says so and shows our runs alone. See
-``dreamer_tf/bench/report.py`` for what the output folder holds; open ``<out>/index.html``.
-"""
-
-from __future__ import annotations
-
-import argparse
-import os
-import shlex
 import sys
-import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # run as a script from a checkout without `pip install -e .`
-    sys.path.insert(0, str(ROOT))
-
-from dreamer_tf.bench.report import build_report  # noqa: E402
-from dreamer_tf.bench.results import REFERENCE_ENV, Published  # noqa: E402
-from dreamer_tf.bench.suite import Suite, SuiteError  # noqa: E402
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="make_report.py", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", required=True, help="the sweep's outdir (or any folder of run folders)")
-    parser.add_argument("--out", required=True, help="report folder, e.g. reports/short")
-    parser.add_argument("--reference", help=f"published scores folder (default: ${REFERENCE_ENV})")
-    parser.add_argument("--suite", default=str(ROOT / "benchmarks" / "suites.yaml"), help="the suite file")
-    parser.add_argument("--bins", type=int, default=30, help="points per learning curve (default 30)")
-    parser.add_argument("--reps", type=int, default=2000, help="bootstrap replicates (default 2000)")
-    parser.add_argument(
-        "--x-range",
-        choices=["ours", "published"],
-        default="ours",
-        help="learning curves up to our furthest step (default) or to the end of the published curves",
-    )
-    args = parser.parse_args(argv)
-    runs = Path(args.runs)
-    if not runs.is_dir():
-        print(f"error: --runs {runs} is not a folder", file=sys.stderr)
-        return 2
-    start = time.monotonic()
-    try:
-        suite = Suite.load(args.suite)
-    except SuiteError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    reference = Published(args.reference or os.environ.get(REFERENCE_ENV) or None)
-    command = shlex.join(["scripts/make_report.py", *(sys.argv[1:] if argv is None else argv)])
-    report = build_report(
-        runs,
-        args.out,
-        suite,
-        reference,
-        bins=args.bins,
-        reps=args.reps,
-        x_range=args.x_range,
-        command=command,
-    )
-    counts = ", ".join(f"{v} {k}" for k, v in sorted(report["counts"].items())) or "no runs"
-    print(f"Runs: {counts}. {report['published']}.", file=sys.stderr)
-    for note in report["notes"]:
-        print(f"Note: {note}", file=sys.stderr)
-    index = Path(args.out).resolve() / "index.html"
-    print(f"Report in {time.monotonic() - start:.0f} s: {index}", file=sys.stderr)
-    return 0
-
+try:
+    from dreamer_tf.harness.make_report import main
+except ModuleNotFoundError as error:
+    if error.name != "dreamer_tf":
+        raise
+    sys.exit("dreamer_tf is not installed: run `pip install -e .` in the repository root (see README).")
 
 if __name__ == "__main__":
     sys.exit(main())

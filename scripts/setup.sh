@@ -134,11 +134,11 @@ import os
 import numpy
 import tensorflow
 
-# TensorFlow before MuJoCo's OSMesa, and OSMesa with its own LLVM: see _isolate_osmesa in tests/conftest.py.
+# TensorFlow before MuJoCo's OSMesa, and OSMesa with its own LLVM: see isolate_osmesa in dreamer_tf/envs/dmc.py.
 ctypes.CDLL("libOSMesa.so.8", mode=os.RTLD_DEEPBIND | os.RTLD_LOCAL)
 
 modules = ["dreamer_tf", "keras", "tensorflow", "jax", "tensorflow_probability.substrates.numpy", "gymnasium",
-           "ale_py", "dm_control.suite", "bsuite", "crafter", "memory_maze", "procgen", "pytest", "ruff"]
+           "ale_py", "dm_control.suite", "bsuite", "crafter", "memory_maze", "procgen", "pytest", "xdist", "ruff"]
 versions = {}
 for name in modules:
     module = importlib.import_module(name)

@@ -5,9 +5,7 @@ Choose the backend with ``KERAS_BACKEND=jax pytest ...``; the default is TensorF
 
 from __future__ import annotations
 
-import fnmatch
 import os
-from pathlib import Path
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -24,13 +22,6 @@ if os.environ["MUJOCO_GL"] == "osmesa":
 import keras  # after the environment above: Keras reads KERAS_BACKEND on import
 import pytest
 
-LEARNING_DIR = Path(__file__).parent / "learning"
-
-# Test modules that never build a Keras model: environments, replay, checkpoints, the loop with fake
-# agents, logging, config, the CLI with the random agent. They carry the `backend_independent` marker,
-# and scripts/test.sh runs them once (on TensorFlow) instead of once per backend.
-BACKEND_INDEPENDENT = ("test_envs_*.py", "test_replay.py", "test_checkpoint.py", "test_loop.py",
-                       "test_metrics.py", "test_config.py", "test_cli.py")  # fmt: skip
 
 
 def pytest_report_header(config: pytest.Config) -> str:
@@ -38,13 +29,13 @@ def pytest_report_header(config: pytest.Config) -> str:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    # Everything under tests/learning carries the `learning` marker, so `-m "not learning"` skips it.
-    for item in items:
-        path = Path(item.fspath)
-        if LEARNING_DIR in path.parents:
-            item.add_marker(pytest.mark.learning)
-        if any(fnmatch.fnmatch(path.name, pattern) for pattern in BACKEND_INDEPENDENT):
-            item.add_marker(pytest.mark.backend_independent)
+    # The longest tests first (learning, then slow), the rest in file order. Under pytest-xdist
+    # (scripts/test.sh: --dist load --maxschedchunk 1) each worker starts on one of the long ones and
+    # the short ones fill in around them, instead of a long test starting last and running alone.
+    def rank(item: pytest.Item) -> int:
+        return 0 if item.get_closest_marker("learning") else 1 if item.get_closest_marker("slow") else 2
+
+    items.sort(key=rank)  # stable: file and definition order within each rank
 
 
 @pytest.fixture

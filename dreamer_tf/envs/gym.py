@@ -4,7 +4,7 @@
     obs = env.step({"reset": True, "action": np.zeros(1, np.float32)})
     obs = env.step({"reset": False, "action": np.array([0.5], np.float32)})   # torque 1.0
 
-or from the command line: ``python -m dreamer_tf.train --task gym_CartPole-v1``.
+or from the command line: ``python -m dreamer_tf --task gym_CartPole-v1``.
 
 Spaces are converted as the agent expects them:
 

@@ -4,5 +4,5 @@ advantages.py   GAE(λ) under the loop's step convention, the return normaliser 
 losses.py       clipped surrogate, clipped value loss, the diagonal Gaussian (keras.ops)
 networks.py     the actor and critic networks on DreamerV3's encoders (nets.Encoder)
 rollout.py      the on-policy rollout buffer
-agent.py        ``Agent``: the ``dreamer_tf.core.OnPolicyAgent`` the loop drives
+agent.py        ``Agent``: the ``dreamer_tf.run.contracts.OnPolicyAgent`` the loop drives
 """

@@ -7,7 +7,7 @@
     if agent.ready():
         metrics, gradient_steps = agent.update()              # epochs x minibatches of clipped PPO
 
-The loop drives it through ``dreamer_tf.core.OnPolicyAgent`` (``on_policy = True``): no replay
+The loop drives it through ``dreamer_tf.run.contracts.OnPolicyAgent`` (``on_policy = True``): no replay
 buffer is filled or checkpointed. A checkpoint holds the weights, the optimizer, the return
 normaliser, the RNG and the rollout counter; a partly collected rollout is not saved, so a resumed
 run starts a fresh one (its environments restart anyway).
@@ -15,14 +15,12 @@ run starts a fresh one (its environments restart anyway).
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import keras
 import numpy as np
 
-from dreamer_tf import steps
-from dreamer_tf.core import checked_inputs, load_variables, random_actions, save_variables
+from dreamer_tf.keras_agent import KerasAgent
 from dreamer_tf.ppo.advantages import ReturnNormalizer, gae
 from dreamer_tf.ppo.networks import RAW, PPOModel
 from dreamer_tf.ppo.rollout import Rollout
@@ -31,39 +29,27 @@ from dreamer_tf.spaces import Space
 FLAGS = ("reward", "is_first", "is_last", "is_terminal")
 
 
-class Agent:
-    """PPO implementing ``dreamer_tf.core.OnPolicyAgent``."""
+class Agent(KerasAgent):
+    """PPO implementing ``dreamer_tf.run.contracts.OnPolicyAgent``."""
 
     on_policy = True
 
     def __init__(self, obs_space: dict[str, Space], act_space: dict[str, Space], config) -> None:
-        act_space = {k: v for k, v in act_space.items() if k != "reset"}
-        self.obs_space, self.act_space, self.config = obs_space, act_space, config
+        super().__init__(obs_space, act_space, config)
         cfg = config.ppo
-        self.precision = steps.resolve_precision(config.compile.precision)
-        keras.utils.set_random_seed(config.seed)
-        policy = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}[
-            self.precision
-        ]
-        self.model = PPOModel(
-            obs_space, act_space, config, seed=config.seed, name="ppo", dtype=keras.DTypePolicy(policy)
+        model = PPOModel(
+            obs_space, self.act_space, config, seed=config.seed, name="ppo", dtype=self.dtype_policy
         )
         optimizer = keras.optimizers.Adam(
             learning_rate=cfg.lr, epsilon=cfg.eps, global_clipnorm=cfg.max_grad_norm
         )
         if self.precision == "float16":
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer, dynamic_growth_steps=1000)
-        self.optimizer = optimizer
-        self.runner = steps.make_runner(self.model, self.optimizer, config.compile)
+        self.build(model, optimizer)
         self.normalizer = ReturnNormalizer(cfg.value_norm_rate, cfg.value_norm_limit, cfg.value_norm)
-        keys = self.model.keys + list(FLAGS) + ["ppo/logp", "ppo/value"] + [RAW + k for k in act_space]
+        keys = self.model.keys + list(FLAGS) + ["ppo/logp", "ppo/value"] + [RAW + k for k in self.act_space]
         self.rollout = Rollout(cfg.rollout_length, sorted(set(keys)))
         self.rollouts = 0
-        self._rng = np.random.default_rng(config.seed)
-
-    @property
-    def param_count(self) -> int:
-        return int(sum(math.prod(v.shape) for v in self.model.trainable_variables))
 
     # ------------------------------------------------------------------ acting
 
@@ -72,11 +58,8 @@ class Agent:
 
     def policy(self, obs: dict, state: Any, mode: str = "train") -> tuple[dict, Any, dict]:
         if mode == "random":
-            return random_actions(self.act_space, len(obs["is_first"]), self._rng), state, {}
-        inputs = {
-            "is_first": np.asarray(obs["is_first"]),
-            **checked_inputs(obs, self.model.keys, self.obs_space),
-        }
+            return self.random_policy(obs, state)
+        inputs = {"is_first": np.asarray(obs["is_first"]), **self.inputs(obs)}
         # The paper evaluates the stochastic policy: ``eval`` samples too.
         raw, state, extra = self.runner.policy(inputs, state)
         actions = {key: self._to_env(key, raw[key]) for key in self.act_space}
@@ -162,22 +145,13 @@ class Agent:
 
     # ------------------------------------------------------------------ checkpoints
 
-    def save(self) -> dict[str, Any]:
-        self.runner.sync()
-        return {
-            **save_variables(self.model, self.optimizer),
-            "normalizer": self.normalizer.state(),
-            "rollouts": self.rollouts,
-            "rng": self._rng.bit_generator.state,
-        }
+    def extra_state(self) -> dict[str, Any]:
+        return {"normalizer": self.normalizer.state(), "rollouts": self.rollouts}
 
-    def load(self, state: dict[str, Any]) -> None:
-        load_variables(state, self.model, self.optimizer)
+    def load_extra_state(self, state: dict[str, Any]) -> None:
         self.normalizer.load(state["normalizer"])
         self.rollouts = int(state["rollouts"])
-        self._rng.bit_generator.state = state["rng"]
         self.rollout.clear()  # a partly collected rollout is not checkpointed
-        self.runner.reload()
 
 
 def _flat(x: np.ndarray) -> np.ndarray:

@@ -14,8 +14,8 @@ import keras
 import numpy as np
 from keras import ops
 
-from dreamer_tf.distributions import Categorical, gumbel
-from dreamer_tf.nets import MLP, Encoder, Linear
+from dreamer_tf.nn.distributions import Categorical, gumbel
+from dreamer_tf.nn.nets import MLP, Encoder, Linear
 from dreamer_tf.ppo import losses
 from dreamer_tf.spaces import Space
 

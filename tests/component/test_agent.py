@@ -8,8 +8,8 @@ import keras
 import numpy as np
 import pytest
 
-from dreamer_tf.agent import Agent
 from dreamer_tf.config import load_config
+from dreamer_tf.dreamerv3.agent import Agent
 from dreamer_tf.spaces import Space
 
 RESERVED = {
@@ -349,10 +349,9 @@ def test_a_train_step_repeats_exactly_on_the_same_state(vector_agents):
 
 # The traced train step of the `mixed` agent, hashed, in a fresh process (argv: none).
 TRACE_SCRIPT = """
-import hashlib, sys
-sys.path.insert(0, {tests!r})
+import hashlib
 import keras
-from test_agent import make_agent, make_batch
+from tests.component.test_agent import make_agent, make_batch
 
 agent = make_agent("mixed")
 data = agent.train_inputs(make_batch(agent, seed=0))
@@ -378,10 +377,11 @@ def test_the_traced_train_step_does_not_depend_on_string_hashing():
     import sys
     from pathlib import Path
 
-    script = TRACE_SCRIPT.format(tests=str(Path(__file__).parent))
+    script = TRACE_SCRIPT.format()
+    root = str(Path(__file__).resolve().parents[2])  # the checkout, so that `tests` imports
     hashes = []
     for seed in ("1", "2"):
-        env = {**os.environ, "PYTHONHASHSEED": seed, "TF_CPP_MIN_LOG_LEVEL": "2"}
+        env = {**os.environ, "PYTHONHASHSEED": seed, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": root}
         result = subprocess.run(
             [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600
         )

@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import gzip
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-import carry_run  # noqa: E402
-
-from dreamer_tf.checkpoint import Checkpoint  # noqa: E402
-from dreamer_tf.replay import Replay  # noqa: E402
+from dreamer_tf.harness import carry as carry_run
+from dreamer_tf.run.checkpoint import Checkpoint
+from dreamer_tf.run.replay import Replay
 
 pytestmark = pytest.mark.backend_independent
 

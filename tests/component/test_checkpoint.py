@@ -9,7 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dreamer_tf.checkpoint import Checkpoint, CheckpointError
+from dreamer_tf.run.checkpoint import Checkpoint, CheckpointError
+
+# The environments, replay, checkpoints, the loop and the CLI do not depend on the Keras backend.
+pytestmark = pytest.mark.backend_independent
 
 
 class FolderReplay:
@@ -214,9 +217,8 @@ def test_corrupt_only_checkpoint_says_how_to_start_afresh(tmp_path):
 
 
 def test_unchanged_replay_chunks_are_linked_from_the_last_checkpoint(tmp_path):
-    from test_replay import fill
-
-    from dreamer_tf.replay import Replay
+    from dreamer_tf.run.replay import Replay
+    from tests.component.test_replay import fill
 
     checkpoint = Checkpoint(tmp_path)
     replay = Replay(length=4, capacity=1000, online=False, chunk=8)

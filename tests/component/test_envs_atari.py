@@ -7,11 +7,13 @@ import pytest
 
 ale_py = pytest.importorskip("ale_py")
 
-from env_contract import rollout
-
 from dreamer_tf.config import load_config
 from dreamer_tf.envs import make
 from dreamer_tf.envs.atari import LUMA, Atari, preprocess
+from tests.helpers.env_contract import rollout
+
+# The environments, replay, checkpoints, the loop and the CLI do not depend on the Keras backend.
+pytestmark = pytest.mark.backend_independent
 
 
 @pytest.fixture(scope="module")

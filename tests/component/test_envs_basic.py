@@ -14,6 +14,9 @@ from dreamer_tf.envs.dummy import Dummy
 from dreamer_tf.envs.parallel import BatchEnv
 from dreamer_tf.spaces import Space
 
+# The environments, replay, checkpoints, the loop and the CLI do not depend on the Keras backend.
+pytestmark = pytest.mark.backend_independent
+
 # ------------------------------------------------------------------ dummy
 
 

@@ -7,11 +7,13 @@ import pytest
 
 pytest.importorskip("bsuite")
 
-from env_contract import rollout
-
 from dreamer_tf.config import load_config
 from dreamer_tf.envs import make
 from dreamer_tf.envs.bsuite import EXPERIMENTS, BSuite, all_ids, results_dir
+from tests.helpers.env_contract import rollout
+
+# The environments, replay, checkpoints, the loop and the CLI do not depend on the Keras backend.
+pytestmark = pytest.mark.backend_independent
 
 
 def test_all_468_ids_and_the_static_table_agree():

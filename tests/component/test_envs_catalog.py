@@ -14,6 +14,9 @@ import pytest
 from dreamer_tf.envs import DOMAINS, split_task
 from dreamer_tf.envs.catalog import BENCHMARKS, domain_status, tasks
 
+# The environments, replay, checkpoints, the loop and the CLI do not depend on the Keras backend.
+pytestmark = pytest.mark.backend_independent
+
 COUNTS = {"atari": 57, "atari100k": 26, "procgen": 16, "dmlab": 30, "dmc_proprio": 18, "dmc_vision": 20,
           "bsuite": 468, "minecraft": 1, "crafter": 1, "memory_maze": 4}  # fmt: skip
 

@@ -9,6 +9,9 @@ import pytest
 
 from dreamer_tf.envs.crafter import ACHIEVEMENTS, crafter_score, success_rates
 
+# The environments, replay, checkpoints, the loop and the CLI do not depend on the Keras backend.
+pytestmark = pytest.mark.backend_independent
+
 
 def test_score_is_the_offset_geometric_mean():
     assert crafter_score([0.0] * 22) == pytest.approx(0.0)
@@ -28,10 +31,9 @@ def test_success_rates_from_final_observations():
 
 def test_real_episode_logs_achievements():
     pytest.importorskip("crafter")
-    from env_contract import rollout
-
     from dreamer_tf.config import load_config
     from dreamer_tf.envs import make
+    from tests.helpers.env_contract import rollout
 
     config = load_config(["crafter"]).update({"env.crafter.length": 120})
     env = make("crafter_reward", config)

@@ -9,11 +9,13 @@ import pytest
 
 pytest.importorskip("dm_control")
 
-from env_contract import rollout
-
 from dreamer_tf.config import load_config
 from dreamer_tf.envs import make
 from dreamer_tf.envs.dmc import DMC, configure_mujoco_gl, split_name
+from tests.helpers.env_contract import rollout
+
+# The environments, replay, checkpoints, the loop and the CLI do not depend on the Keras backend.
+pytestmark = pytest.mark.backend_independent
 
 
 @pytest.mark.parametrize("gpu", [True, False])

@@ -8,12 +8,15 @@ from typing import ClassVar
 
 import numpy as np
 import pytest
-from env_contract import rollout
 
 from dreamer_tf.config import load_config
 from dreamer_tf.envs import make
 from dreamer_tf.envs.dmlab import ACTIONS, LEVELS, DMLab
 from dreamer_tf.envs.wrappers import MissingPackageError
+from tests.helpers.env_contract import rollout
+
+# The environments, replay, checkpoints, the loop and the CLI do not depend on the Keras backend.
+pytestmark = pytest.mark.backend_independent
 
 
 class FakeLab:

@@ -7,10 +7,12 @@ import pytest
 
 pytest.importorskip("memory_maze")
 
-from env_contract import rollout
-
 from dreamer_tf.config import load_config
 from dreamer_tf.envs import make
+from tests.helpers.env_contract import rollout
+
+# The environments, replay, checkpoints, the loop and the CLI do not depend on the Keras backend.
+pytestmark = pytest.mark.backend_independent
 
 
 def test_short_episodes_with_images():

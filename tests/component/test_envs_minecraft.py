@@ -7,12 +7,15 @@ import types
 
 import numpy as np
 import pytest
-from env_contract import rollout
 
 from dreamer_tf.config import load_config
 from dreamer_tf.envs import make
 from dreamer_tf.envs.minecraft import DIAMOND_ACTIONS, MILESTONES, MinecraftDiamond
 from dreamer_tf.envs.wrappers import MissingPackageError
+from tests.helpers.env_contract import rollout
+
+# The environments, replay, checkpoints, the loop and the CLI do not depend on the Keras backend.
+pytestmark = pytest.mark.backend_independent
 
 ITEMS = ["air", "dirt", "log", "log2", "planks", "stick", "crafting_table", "wooden_pickaxe",
          "cobblestone", "stone_pickaxe", "iron_ore", "furnace", "iron_ingot", "iron_pickaxe", "diamond"]  # fmt: skip

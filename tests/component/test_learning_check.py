@@ -15,8 +15,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-import learning_check  # noqa: E402
+from dreamer_tf.harness import learning_check
 
 pytestmark = pytest.mark.backend_independent
 

@@ -11,11 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dreamer_tf import loop
-from dreamer_tf.checkpoint import Checkpoint
 from dreamer_tf.config import load_config
-from dreamer_tf.metrics import Logger, read_jsonl
+from dreamer_tf.run import loop
+from dreamer_tf.run.checkpoint import Checkpoint
+from dreamer_tf.run.metrics import Logger, read_jsonl
 from dreamer_tf.spaces import Space
+
+# The environments, replay, checkpoints, the loop and the CLI do not depend on the Keras backend.
+pytestmark = pytest.mark.backend_independent
 
 EPISODE = 10  # observations per fake episode, the reset one included
 
@@ -367,7 +370,7 @@ def test_random_agent_on_the_dummy_env(tmp_path, parts):
 
     if parts == "real":
         parallel = pytest.importorskip("dreamer_tf.envs.parallel", reason="BatchEnv not written yet")
-        replay_module = pytest.importorskip("dreamer_tf.replay", reason="Replay not written yet")
+        replay_module = pytest.importorskip("dreamer_tf.run.replay", reason="Replay not written yet")
         batch_env, make_replay = (
             parallel.BatchEnv,
             lambda c: replay_module.Replay(

@@ -7,7 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from dreamer_tf.metrics import Aggregator, Logger, _crc32c, read_jsonl
+from dreamer_tf.run.metrics import Aggregator, Logger, _crc32c, read_jsonl
+
+# The environments, replay, checkpoints, the loop and the CLI do not depend on the Keras backend.
+pytestmark = pytest.mark.backend_independent
 
 
 def test_aggregator_reductions():

@@ -1,7 +1,7 @@
 """Our agent against the official DreamerV3, without the official code: golden fixtures it computed.
 
 Each fixture in ``tests/fixtures/parity`` holds the official agent's initial parameters (moved away
-from the initialisation, see ``perturb`` in ``dreamer_tf/bench/parity_official.py``), a replayed
+from the initialisation, see ``perturb`` in ``benchmarks/parity_official.py``), a replayed
 batch with episode boundaries, every random draw, and what the official agent computed from them:
 encoder tokens, posterior and prior logits, each loss, the imagined trajectories, λ-returns,
 normalisers, advantages, gradients, two LaProp updates, the slow critic and a policy step. How they
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from dreamer_tf.bench import parity
+from dreamer_tf.harness import parity
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "parity"
 GROUPS = {label for label, _ in parity.GROUPS}

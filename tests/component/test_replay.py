@@ -9,7 +9,10 @@ import time
 import numpy as np
 import pytest
 
-from dreamer_tf.replay import INDEX, Replay
+from dreamer_tf.run.replay import INDEX, Replay
+
+# The environments, replay, checkpoints, the loop and the CLI do not depend on the Keras backend.
+pytestmark = pytest.mark.backend_independent
 
 
 def make_step(worker: int, position: int, episode_length: int = 0) -> dict[str, np.ndarray]:

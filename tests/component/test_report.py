@@ -20,9 +20,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dreamer_tf.bench import stats
-from dreamer_tf.bench.report import build_report, to_latex, to_markdown
-from dreamer_tf.bench.results import (
+from dreamer_tf.harness import download_scores, stats
+from dreamer_tf.harness.report import build_report, to_latex, to_markdown
+from dreamer_tf.harness.results import (
     Published,
     bin_curve,
     binned_curves,
@@ -30,15 +30,12 @@ from dreamer_tf.bench.results import (
     find_runs,
     window_score,
 )
-from dreamer_tf.bench.suite import Suite
+from dreamer_tf.harness.suite import Suite
+from tests.helpers.browser import image_check
 
 pytestmark = pytest.mark.backend_independent
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "scripts"))
-sys.path.insert(0, str(ROOT / "tests"))
-import download_scores  # noqa: E402
-from browser import image_check  # noqa: E402
 
 # ------------------------------------------------------------------ statistics
 

@@ -1,4 +1,4 @@
-"""The suite definition and planning: benchmarks/suites.yaml against the catalog, configs and the
+"""The suite definition and planning: dreamer_tf/harness/suites.yaml against the catalog, configs and the
 budgets of docs/design.md; which runs a sweep makes and where; run states; the dry run; executor errors.
 Nothing here trains (tests/smoke/test_sweep.py runs sweeps)."""
 
@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from dreamer_tf.bench import executors
-from dreamer_tf.bench.suite import RunSpec, Suite, SuiteError, bsuite_steps, write_status
 from dreamer_tf.config import read_presets
 from dreamer_tf.envs.catalog import BENCHMARKS, domain_status, tasks
-from dreamer_tf.train import AGENTS
+from dreamer_tf.harness import executors
+from dreamer_tf.harness.suite import RunSpec, Suite, SuiteError, bsuite_steps, write_status
+from dreamer_tf.run.train import AGENTS
 
 pytestmark = pytest.mark.backend_independent
 
@@ -75,7 +75,7 @@ def test_smoke_plan_runs_one_task_per_domain_for_both_agents(suite, tmp_path):
     spec = next(s for s in plan.runs if s.domain == "bsuite" and s.agent == "dreamerv3")
     assert spec.logdir == str(tmp_path / "bsuite" / "bsuite_catch-0" / "dreamerv3" / "seed0")
     command = spec.command("python")
-    assert command[:5] == ["python", "-m", "dreamer_tf.train", "--task", "bsuite_catch/0"]
+    assert command[:5] == ["python", "-m", "dreamer_tf.run.train", "--task", "bsuite_catch/0"]
     assert command[command.index("--configs") + 1 : command.index("--logdir")] == ["bsuite", "debug"]
     assert "--run.train_ratio" not in command  # smoke keeps the debug preset's ratio
     short = suite.plan(tmp_path, budget="short", domains=["atari100k"], agents=["dreamerv3"], seeds=[0])

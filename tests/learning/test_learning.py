@@ -1,6 +1,6 @@
 """Proof that DreamerV3 learns: small tasks trained through the CLI, in minutes on two cores.
 
-Each run is ``python -m dreamer_tf.train`` in a subprocess (the backend comes from
+Each run is ``python -m dreamer_tf`` in a subprocess (the backend comes from
 ``KERAS_BACKEND``), split into chunks: each resumes from the last one's checkpoint
 (weights, optimizer, normalisers, replay), so a resume that lost anything shows up as a
 failure to learn. Thresholds are fixed: if a change makes a test fail, fix the agent.
@@ -13,24 +13,27 @@ import time
 
 import numpy as np
 import pytest
-from cli_runs import check_one_curve, report, scores, train
+
+from tests.helpers.cli_runs import check_one_curve, report, scores, train
+
+pytestmark = pytest.mark.learning
 
 
 def backend_flags() -> list[str]:
     """Compile settings per backend; they change the speed, not the maths.
 
     JAX on the CPU runs the `small` preset's unrolled time loops faster (one thread, catch-shaped
-    batch, 60 timed updates of the agent in-process, 2026-12-01: 5.78 updates/s unrolled, 3.35 rolled); on
-    TensorFlow unrolling is slower (4.50 vs 5.51), so only JAX unrolls.
+    batch: 5.78 updates/s unrolled, 3.35 rolled); on TensorFlow unrolling is slower (4.50 vs 5.51), so
+    only JAX unrolls (docs/performance.md).
     """
     return ["--compile.unroll", "true"] if os.environ.get("KERAS_BACKEND") == "jax" else []
 
 
-# Guards against a hang. Clean-clone CI here, 2026-11-30 (two threads, nothing beside it): TF 1,520 s.
-# scripts/test.sh runs it on one thread beside the rest of the suite; clean-clone CI 2026-12-01: TF 1,384 s,
-# JAX 1,870 s (both stopped at 6K steps; TF took 1,791 s to 8K in an earlier run).
+# CI runs this test on TensorFlow, the reference backend, and the next one on JAX: each takes many
+# minutes on two cores, and one DreamerV3 learning test per backend covers both compiled train steps.
+# The timeout guards against a hang (its times on CI: docs/testing.md).
 @pytest.mark.timeout(4200)
-@pytest.mark.own_lane
+@pytest.mark.ci_tensorflow
 def test_catch_reaches_half_the_maximum_return(tmp_path):
     # bsuite catch: a random policy averages about -0.6, the best possible is +1.
     # `small` (0.36M parameters) at one update per env step (train ratio 256 = batch 16 x 16).
@@ -62,7 +65,8 @@ def test_catch_reaches_half_the_maximum_return(tmp_path):
     assert last >= 0.5, f"mean return of the last 100 episodes {last:.2f} < 0.5 at step {judged[-1]['step']}"
 
 
-@pytest.mark.timeout(2400)  # TF 496 s alone (docs/testing.md); guards against a hang
+@pytest.mark.timeout(2400)  # guards against a hang (its times on CI: docs/testing.md)
+@pytest.mark.ci_jax
 def test_continuous_actions_rise_clearly_above_random(tmp_path):
     # dummy_cont_match with one action dimension: each step shows a target in [-1, 1] and pays
     # 1 - |action - target| / 2. Per step a uniform random policy earns 2/3 on average and always

@@ -1,6 +1,6 @@
 """Proof that the PPO baseline learns, with its one fixed configuration, through the CLI.
 
-Each run is ``python -m dreamer_tf.train --agent ppo`` in a subprocess (the backend comes from
+Each run is ``python -m dreamer_tf --agent ppo`` in a subprocess (the backend comes from
 ``KERAS_BACKEND``), split into two chunks: the second resumes from the first's checkpoint (weights,
 optimizer, return normaliser, RNG), so a resume that lost anything shows up as a failure to learn.
 Flags set only the run (env count, steps, in-process envs), never a PPO hyperparameter.
@@ -13,7 +13,11 @@ import json
 import time
 
 import numpy as np
-from cli_runs import check_one_curve, report, scores, train
+import pytest
+
+from tests.helpers.cli_runs import check_one_curve, report, scores, train
+
+pytestmark = pytest.mark.learning
 
 RUN_FLAGS = ["--agent", "ppo", "--run.parallel", "none"]
 

@@ -1,4 +1,4 @@
-"""``python -m dreamer_tf.train`` end to end in subprocesses: run folder, errors, kill and resume."""
+"""``python -m dreamer_tf`` end to end in subprocesses: run folder, errors, kill and resume."""
 
 from __future__ import annotations
 
@@ -12,16 +12,19 @@ from pathlib import Path
 
 import pytest
 
-from dreamer_tf.checkpoint import Checkpoint
 from dreamer_tf.config import Config
-from dreamer_tf.metrics import read_jsonl
+from dreamer_tf.run.checkpoint import Checkpoint
+from dreamer_tf.run.metrics import read_jsonl
+
+# The environments, replay, checkpoints, the loop and the CLI do not depend on the Keras backend.
+pytestmark = pytest.mark.backend_independent
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE = ["--task", "dummy_disc", "--agent", "random", "--configs", "debug", "--run.progress", "false"]
 
 
 def command(logdir: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "dreamer_tf.train", *BASE, "--logdir", str(logdir), *extra]
+    return [sys.executable, "-m", "dreamer_tf.run.train", *BASE, "--logdir", str(logdir), *extra]
 
 
 def run_cli(logdir: Path, *extra: str, timeout: float = 240) -> subprocess.CompletedProcess:
@@ -180,7 +183,7 @@ def test_sigint_saves_a_checkpoint_and_exits(tmp_path):
 @pytest.mark.parametrize("flag", ["--help"])
 def test_help(flag):
     result = subprocess.run(
-        [sys.executable, "-m", "dreamer_tf.train", flag],
+        [sys.executable, "-m", "dreamer_tf.run.train", flag],
         check=False,
         cwd=ROOT,
         capture_output=True,

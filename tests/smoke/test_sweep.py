@@ -4,7 +4,7 @@
 - A failing run is recorded and the sweep goes on; an interrupted sweep resumes (the random agent on
   the dummy task, from a small suite file of the test's own, so these take seconds).
 - The Ray executor on a local Ray instance.
-- CI's smoke sweep: every domain of benchmarks/suites.yaml for DreamerV3 and PPO with the smoke
+- CI's smoke sweep: every domain of dreamer_tf/harness/suites.yaml for DreamerV3 and PPO with the smoke
   budget (debug preset, 300 steps), then the report: its files, its tables and the page in Chromium.
 """
 
@@ -21,6 +21,7 @@ import pandas as pd
 import pytest
 
 from dreamer_tf.envs.catalog import domain_status
+from dreamer_tf.run.metrics import read_jsonl
 
 pytestmark = pytest.mark.backend_independent
 
@@ -180,10 +181,22 @@ def test_ray_executor_on_a_local_instance(suite_file, tmp_path):
     assert "Unknown dummy task" in summary["runs"]["broken/dummy_nope/random/seed0"]["error"]
 
 
+def check_trained(run_dir: Path, agent: str) -> None:
+    """The run logged training updates and its last losses are finite and sane."""
+    metrics = read_jsonl(run_dir / "metrics.jsonl")
+    marker = "train/loss/policy" if agent == "ppo" else "train/loss/"
+    trained = [row for row in metrics if any(key.startswith(marker) for key in row)]
+    assert trained, f"no training update was logged in {run_dir}"
+    losses = {key: value for key, value in trained[-1].items() if key.startswith("train/loss/")}
+    assert losses and all(abs(value) < 1e6 for value in losses.values()), (run_dir, losses)
+
+
 @pytest.mark.slow
-@pytest.mark.timeout(2100)  # clean-clone CI 2026-12-01, one thread beside the catch test: 521 s
+@pytest.mark.timeout(2100)
 def test_smoke_sweep_of_every_domain_and_its_report(tmp_path):
-    """CI's sweep: all domains, DreamerV3 and PPO, smoke budget; then the report and its page."""
+    """CI's sweep: all domains, DreamerV3 and PPO, smoke budget, each through the CLI with the real
+    environments and the paper's preprocessing; every available run trains and its losses are finite.
+    Then the report and its page."""
     out = tmp_path / "runs"
     start = time.monotonic()
     result = sweep("--all", "--budget", "smoke", "--outdir", str(out), timeout=1500)
@@ -201,7 +214,7 @@ def test_smoke_sweep_of_every_domain_and_its_report(tmp_path):
         for ext in ("csv", "md", "tex"):
             assert (report_dir / "tables" / f"{table}.{ext}").exists(), f"{table}.{ext}"
 
-    from dreamer_tf.bench.suite import Suite
+    from dreamer_tf.harness.suite import Suite
 
     suite = Suite.load()
     runs = pd.read_csv(report_dir / "tables" / "runs.csv").set_index("run")
@@ -216,14 +229,14 @@ def test_smoke_sweep_of_every_domain_and_its_report(tmp_path):
                 assert run["state"] == "unavailable" and reason.split(";")[0] in run["error"]
             else:
                 assert run["state"] == "done" and run["step"] >= 300, run.to_dict()
+                check_trained(out / domain / task.replace("/", "-") / agent / "seed0", agent)
     assert "unavailable" in (report_dir / "index.html").read_text() or all(
         domain_status(d)[0] for d in suite.domains
     )
     curves = sorted(p.name for p in (report_dir / "figures").glob("curves_*.png"))
     assert "curves_bsuite.png" in curves  # catch episodes last 9 steps: 300 steps hold many
 
-    sys.path.insert(0, str(ROOT / "tests"))
-    from browser import image_check
+    from tests.helpers.browser import image_check
 
     html = (report_dir / "index.html").read_text()
     check = image_check(report_dir / "index.html")

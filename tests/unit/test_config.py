@@ -9,6 +9,9 @@ import yaml
 
 from dreamer_tf.config import Config, ConfigError, load_config, parse_overrides, read_presets
 
+# The environments, replay, checkpoints, the loop and the CLI do not depend on the Keras backend.
+pytestmark = pytest.mark.backend_independent
+
 
 def test_defaults_follow_the_official_code():
     config = load_config()
@@ -162,7 +165,7 @@ def test_save_load_round_trip(tmp_path):
 
 def test_resume_accepts_a_model_key_added_to_the_defaults_at_its_default_value():
     from dreamer_tf.config import Config
-    from dreamer_tf.train import ConfigMismatchError, check_resume_config
+    from dreamer_tf.run.train import ConfigMismatchError, check_resume_config
 
     config = load_config(["small"], ["--task", "bsuite_catch/0"])
     tree = config.to_dict()
@@ -175,7 +178,7 @@ def test_resume_accepts_a_model_key_added_to_the_defaults_at_its_default_value()
 
 
 def test_compile_options_never_block_a_resume():
-    from dreamer_tf.train import ConfigMismatchError, check_resume_config
+    from dreamer_tf.run.train import ConfigMismatchError, check_resume_config
 
     saved = load_config(["debug"], ["--task", "dummy_disc"])
     changed = saved.update({"compile.unroll": True, "compile.jit": False, "compile.precision": "bfloat16"})

@@ -6,12 +6,12 @@ import keras
 import numpy as np
 import pytest
 import tensorflow_probability.substrates.numpy as tfp
-from autodiff import gradient
 from keras import ops
 
-from dreamer_tf import distributions as dists
-from dreamer_tf import ops as dops
-from dreamer_tf.rssm import RSSM
+from dreamer_tf.dreamerv3.rssm import RSSM
+from dreamer_tf.nn import distributions as dists
+from dreamer_tf.nn import ops as dops
+from tests.helpers.autodiff import gradient
 
 tfd = tfp.distributions
 

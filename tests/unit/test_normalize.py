@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from keras import ops
 
-from dreamer_tf.behavior import Normalize
+from dreamer_tf.dreamerv3.behavior import Normalize
 
 
 def to_float(x) -> float:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from keras import ops
 
-from dreamer_tf import ops as dops
+from dreamer_tf.nn import ops as dops
 
 
 def to_numpy(x) -> np.ndarray:

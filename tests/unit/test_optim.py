@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 
 from dreamer_tf.config import load_config
-from dreamer_tf.optim import LaProp, Warmup, make_optimizer
+from dreamer_tf.dreamerv3.optim import LaProp, Warmup, make_optimizer
 
 
 def reference(params, grads_per_step, lr, warmup, agc, pmin, beta1, beta2, eps, order):
-    """Plain numpy (float64) implementation of the update rule in ``dreamer_tf/optim.py``'s docstring."""
+    """Plain numpy (float64) implementation of the update rule in ``dreamer_tf/dreamerv3/optim.py``'s docstring."""
     params = [np.asarray(p, np.float64).copy() for p in params]
     mu = [np.zeros_like(p) for p in params]
     nu = [np.zeros_like(p) for p in params]

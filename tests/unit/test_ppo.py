@@ -6,15 +6,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tensorflow_probability.substrates.numpy as tfp
-from autodiff import gradient, value_and_gradient
 from keras import ops
 
 from dreamer_tf.config import load_config
-from dreamer_tf.distributions import Categorical
+from dreamer_tf.nn.distributions import Categorical
 from dreamer_tf.ppo import losses
 from dreamer_tf.ppo.advantages import ReturnNormalizer, gae
 from dreamer_tf.ppo.agent import Agent
 from dreamer_tf.spaces import Space
+from tests.helpers.autodiff import gradient, value_and_gradient
 
 tfd = tfp.distributions
 
@@ -278,7 +278,7 @@ def test_unsupported_action_spaces_are_named():
 
 
 def test_resume_refuses_a_changed_ppo_hyperparameter(tmp_path):
-    from dreamer_tf.train import ConfigMismatchError, check_resume_config
+    from dreamer_tf.run.train import ConfigMismatchError, check_resume_config
 
     saved = load_config([], ["--agent_name", "ppo", "--task", "gym_CartPole-v1"])
     changed = saved.update({"ppo.lr": 1e-3})

@@ -1,4 +1,9 @@
-"""The repository itself: no committed file over 1 MB but the pack of a learning check still running.
+"""The repository itself: its layers, and no committed file over 1 MB but the pack of a learning check
+still running.
+
+Layers: only ``dreamer_tf/backend.py`` imports TensorFlow or JAX (the DMC adapter loads TensorFlow by
+name before OSMesa, ``dreamer_tf/envs/dmc.py``), the algorithm and the network blocks never import the
+loop or the harness, and no code edits ``sys.path``.
 
 A finished run's pack (a checkpoint of several MB) stays in git's history for good once committed, so
 only a check in progress may keep one, one file per seed, replaced in place, and it goes when the run
@@ -7,9 +12,11 @@ is done (its ``status.json`` inside the pack says ``done``).
 
 from __future__ import annotations
 
+import ast
 import fnmatch
 import io
 import json
+import re
 import subprocess
 import tarfile
 from pathlib import Path
@@ -86,3 +93,54 @@ def test_the_check_finds_a_large_file_and_a_finished_pack(tmp_path):
     assert (
         problems[2].startswith("reports/learning_check/task/seed1.tar.gz") and "finished run" in problems[2]
     )
+
+
+def imports(path: Path) -> set[str]:
+    """Every module a Python file imports, anywhere in it (functions too)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return found
+
+
+def package_files(folder: str) -> list[Path]:
+    return sorted((ROOT / "dreamer_tf" / folder).rglob("*.py"))
+
+
+def test_only_the_backend_module_imports_tensorflow_or_jax():
+    offenders = []
+    for path in package_files("."):
+        found = {m for m in imports(path) if m.split(".")[0] in ("tensorflow", "jax", "jaxlib")}
+        if found and path.relative_to(ROOT).as_posix() != "dreamer_tf/backend.py":
+            offenders.append(f"{path.relative_to(ROOT)}: {sorted(found)}")
+    assert not offenders, "\n".join(offenders)
+
+
+@pytest.mark.parametrize("folder", ["dreamerv3", "nn", "ppo"])
+def test_the_algorithm_and_the_networks_never_import_the_loop_or_the_harness(folder):
+    offenders = []
+    for path in package_files(folder):
+        found = {
+            m
+            for m in imports(path)
+            if m.startswith(("dreamer_tf.run", "dreamer_tf.harness", "dreamer_tf.envs"))
+        }
+        if found:
+            offenders.append(f"{path.relative_to(ROOT)}: {sorted(found)}")
+    assert not offenders, "\n".join(offenders)
+
+
+def test_no_code_edits_sys_path():
+    # Written in two parts so that this line does not match itself.
+    pattern = re.compile(r"\bsys\." + r"path\s*(\.\s*(insert|append|extend)|\[|\+?=)")
+    offenders = []
+    for folder in ("dreamer_tf", "benchmarks", "scripts", "tests"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            for number, line in enumerate(path.read_text().splitlines(), 1):
+                if pattern.search(line.split("#")[0]):
+                    offenders.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
+    assert not offenders, "\n".join(offenders)

@@ -1,6 +1,6 @@
 """Training runs through the CLI for the learning tests: one subprocess per chunk, read back from disk.
 
-``python -m dreamer_tf.train`` runs in a subprocess (the backend comes from ``KERAS_BACKEND``), so a
+``python -m dreamer_tf`` runs in a subprocess (the backend comes from ``KERAS_BACKEND``), so a
 test's second chunk resumes from the first's checkpoint exactly as a user's rerun would.
 """
 
@@ -39,7 +39,7 @@ def train(
     ``<logdir>-<steps>.log`` beside the run folder (a pipe could fill and stall it); a failure shows
     its tail.
     """
-    command = [sys.executable, "-m", "dreamer_tf.train", "--task", task, "--run.progress", "false"]
+    command = [sys.executable, "-m", "dreamer_tf.run.train", "--task", task, "--run.progress", "false"]
     command += ["--configs", *configs] if configs else []
     command += ["--logdir", str(logdir), "--run.steps", str(steps), *flags]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}

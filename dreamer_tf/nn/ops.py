@@ -113,7 +113,7 @@ _UNROLL: contextvars.ContextVar[bool] = contextvars.ContextVar("dreamer_tf_unrol
 def unrolled(flag: bool = True):
     """Trace the ``scan`` calls inside the block as Python loops (``compile.unroll``).
 
-    Set by the backend module (``dreamer_tf.steps``) around the steps it compiles, so that how the
+    Set by the backend module (``dreamer_tf.backend``) around the steps it compiles, so that how the
     time loops are compiled is a compile option, not a property of the model.
     """
     token = _UNROLL.set(bool(flag))

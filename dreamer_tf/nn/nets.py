@@ -16,8 +16,8 @@ import keras
 import numpy as np
 from keras import ops
 
-from dreamer_tf import distributions as dists
-from dreamer_tf import ops as dops
+from dreamer_tf.nn import distributions as dists
+from dreamer_tf.nn import ops as dops
 from dreamer_tf.spaces import Space
 
 

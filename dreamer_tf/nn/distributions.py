@@ -13,7 +13,7 @@ import math
 import keras
 from keras import ops
 
-from dreamer_tf import ops as dops
+from dreamer_tf.nn import ops as dops
 
 sg = ops.stop_gradient
 

@@ -7,9 +7,9 @@ import math
 import keras
 from keras import ops
 
-from dreamer_tf import ops as dops
-from dreamer_tf.nets import Decoder, Encoder, Head
-from dreamer_tf.rssm import RSSM
+from dreamer_tf.dreamerv3.rssm import RSSM
+from dreamer_tf.nn import ops as dops
+from dreamer_tf.nn.nets import Decoder, Encoder, Head
 from dreamer_tf.spaces import Space
 
 sg = ops.stop_gradient

@@ -1,7 +1,7 @@
 """The training loop: collect with the policy, replay, train at a fixed ratio, log, checkpoint.
 
 It is handed factories and never imports a network, a framework or an
-environment (``dreamer_tf.train`` builds the factories from the config):
+environment (``dreamer_tf.run.train`` builds the factories from the config):
 
     status = train(
         make_agent=lambda obs_space, act_space, config: RandomAgent(obs_space, act_space, config),
@@ -51,8 +51,8 @@ from typing import Any
 
 import numpy as np
 
-from dreamer_tf.checkpoint import Checkpoint
-from dreamer_tf.metrics import Aggregator
+from dreamer_tf.run.checkpoint import Checkpoint
+from dreamer_tf.run.metrics import Aggregator
 
 STATUS_FILE = "status.json"
 

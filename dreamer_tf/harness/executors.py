@@ -1,4 +1,4 @@
-"""Execute the suite's runs: each one ``python -m dreamer_tf.train`` process, locally or on Ray.
+"""Execute the suite's runs: each one ``python -m dreamer_tf`` process, locally or on Ray.
 
     executor = LocalExecutor(workers=2)            # or RayExecutor(address="auto")
     executor.run(specs, on_start=print, on_end=lambda spec, outcome: print(outcome["state"]))
@@ -29,7 +29,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from dreamer_tf.bench.suite import (
+from dreamer_tf.harness.suite import (
     LOCK_FILE,
     LOG_FILE,
     RUN_FILE,

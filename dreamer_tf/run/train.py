@@ -1,6 +1,6 @@
 """Command line: train an agent on a task and write the run folder.
 
-    python -m dreamer_tf.train --task dmc_walker_walk --configs dmc_proprio size12m \\
+    python -m dreamer_tf --task dmc_walker_walk --configs dmc_proprio size12m \\
         --logdir ~/logdir/walker --run.steps 1e5 --agent dreamerv3
     dreamer-tf --task dummy_disc --agent random --configs debug --run.steps 300
 
@@ -36,7 +36,7 @@ import numpy as np
 from dreamer_tf.config import Config, ConfigError, load_config
 
 AGENTS: dict[str, str] = {
-    "dreamerv3": "dreamer_tf.agent:Agent",
+    "dreamerv3": "dreamer_tf.dreamerv3.agent:Agent",
     "random": "dreamer_tf.random_agent:RandomAgent",
     "ppo": "dreamer_tf.ppo.agent:Agent",
 }
@@ -176,7 +176,7 @@ def make_envs(config: Config, mode: str = "train") -> Any:
 
 
 def make_replay(config: Config) -> Any:
-    from dreamer_tf.replay import Replay
+    from dreamer_tf.run.replay import Replay
 
     length = config.batch_length + config.replay_context
     capacity = int(config.replay.size)
@@ -189,7 +189,7 @@ def make_replay(config: Config) -> Any:
 
 
 def make_logger(config: Config, logdir: str | Path) -> Any:
-    from dreamer_tf.metrics import Logger
+    from dreamer_tf.run.metrics import Logger
 
     return Logger(logdir, total_steps=config.run.steps, progress=config.run.progress)
 
@@ -224,11 +224,11 @@ def describe(config: Config) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``python -m dreamer_tf.train`` and the ``dreamer-tf`` script."""
-    from dreamer_tf import loop
-    from dreamer_tf.checkpoint import Checkpoint, CheckpointError
+    """Entry point of ``python -m dreamer_tf`` and the ``dreamer-tf`` script."""
     from dreamer_tf.envs import UnknownTaskError, split_task
     from dreamer_tf.envs.wrappers import MissingPackageError
+    from dreamer_tf.run import loop
+    from dreamer_tf.run.checkpoint import Checkpoint, CheckpointError
 
     try:
         config = parse_args(argv)

@@ -12,9 +12,9 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from dreamer_tf import distributions as dists
-from dreamer_tf import ops as dops
-from dreamer_tf.nets import BlockLinear, Dense, Linear, activation, make_norm
+from dreamer_tf.nn import distributions as dists
+from dreamer_tf.nn import ops as dops
+from dreamer_tf.nn.nets import BlockLinear, Dense, Linear, activation, make_norm
 
 sg = ops.stop_gradient
 

@@ -7,7 +7,7 @@
     # compare ours with saved official outputs (the golden fixtures of tests/parity), no official code needed
     python benchmarks/parity.py compare tests/fixtures/parity/tiny_disc.npz
 
-``parity_official.py`` (beside this module; a standalone script that imports nothing from dreamer_tf) runs in the official environment and saves, per case, the inputs, the
+``benchmarks/parity_official.py`` (a standalone script that imports nothing from dreamer_tf) runs in the official environment and saves, per case, the inputs, the
 official initial parameters, every random draw and what the official agent computes from them. This
 script builds our agent with the same configuration (``case_config``), copies the official parameters
 into it by the explicit name and layout map of ``parameter_map``, feeds the same batch, starting latents
@@ -32,7 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
-OFFICIAL_SIDE = Path(__file__).resolve().parent / "parity_official.py"
+# The official side is a script of the checkout (it runs in the official venv, which lacks dreamer_tf).
+OFFICIAL_SIDE = Path(__file__).resolve().parents[2] / "benchmarks" / "parity_official.py"
 TOLERANCE = 1e-4  # relative error allowed per term in float32
 ABS_TOLERANCE = 1e-6  # discrete samples: one-hot values and indices must be the same
 # The optimizer state reached end to end (our gradients into our optimizer): LaProp's first steps
@@ -229,7 +230,7 @@ class Draws:
 
 def ours(fixture: dict) -> dict[str, np.ndarray]:
     """Run our agent on the fixture's inputs; return its terms under the fixture's names."""
-    import dreamer_tf.agent as agent_module
+    import dreamer_tf.dreamerv3.agent as agent_module
 
     sampler = agent_module.gumbel
     try:
@@ -241,9 +242,9 @@ def ours(fixture: dict) -> dict[str, np.ndarray]:
 def _ours(fixture: dict) -> dict[str, np.ndarray]:
     import keras
 
-    import dreamer_tf.agent as agent_module
-    from dreamer_tf import ops as dops
-    from dreamer_tf.agent import Agent
+    import dreamer_tf.dreamerv3.agent as agent_module
+    from dreamer_tf.dreamerv3.agent import Agent
+    from dreamer_tf.nn import ops as dops
 
     meta = json.loads(bytes(fixture["meta"]).decode())
     config = case_config(meta)
@@ -352,7 +353,7 @@ def _ours(fixture: dict) -> dict[str, np.ndarray]:
     # The optimizer alone, fed the official gradients. The end-to-end state above also carries the
     # float32 differences of the gradients, which the first LaProp steps (each element divided by its
     # own magnitude) magnify in elements whose gradient is about zero.
-    from dreamer_tf.optim import make_optimizer
+    from dreamer_tf.dreamerv3.optim import make_optimizer
 
     weights = [
         keras.Variable(np.asarray(fixture["param/" + names[id(v)]], np.float32), name=f"weight{i}")
@@ -379,7 +380,7 @@ def _ours(fixture: dict) -> dict[str, np.ndarray]:
     # One policy step.
     obs = {k[len("in/policy/obs/") :]: v for k, v in fixture.items() if k.startswith("in/policy/obs/")}
     prev = {k: fixture[f"in/policy/carry/prevact/{k}"] for k in act_space}
-    from dreamer_tf.world_model import concat_actions
+    from dreamer_tf.dreamerv3.world_model import concat_actions
 
     carry = (
         fixture["in/policy/carry/deter"],
@@ -397,22 +398,7 @@ def _ours(fixture: dict) -> dict[str, np.ndarray]:
 
 def gradients(agent, batch: dict) -> list[np.ndarray]:
     """The gradient of the train loss for every trainable variable, at the agent's current state."""
-    import keras
-
-    model = agent.model
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-
-        data = {k: tf.convert_to_tensor(v) for k, v in batch.items()}
-        with tf.GradientTape() as tape:
-            loss, _ = model.train_loss(data)
-        return [np.asarray(g) for g in tape.gradient(loss, model.trainable_variables)]
-    import jax
-
-    runner = agent.runner
-    trainable, non_trainable, _ = runner.state
-    grads, _ = jax.jit(jax.grad(runner._loss, has_aux=True))(trainable, non_trainable, batch)
-    return [np.asarray(g) for g in grads]
+    return agent.runner.gradients(batch)
 
 
 # ----------------------------------------------------------------------------------------- compare
@@ -664,14 +650,19 @@ def main(argv: list[str] | None = None) -> int:
             "--out",
             str(path),
         ]
-        subprocess.run(command, check=True, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+        official_path = os.pathsep.join(
+            p for p in (str(Path(args.official).resolve()), os.environ.get("PYTHONPATH", "")) if p
+        )
+        subprocess.run(
+            command, check=True, env={**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": official_path}
+        )
         files.append(str(path))
     reports = []
     for backend in args.backends:
         report = out / f"report_{backend}.json"
         env = {**os.environ, "KERAS_BACKEND": backend}
         subprocess.run(
-            [sys.executable, "-m", "dreamer_tf.bench.parity", "compare", *files, "--json", str(report)],
+            [sys.executable, "-m", "dreamer_tf.harness.parity", "compare", *files, "--json", str(report)],
             env=env,
         )
         reports += json.loads(report.read_text())

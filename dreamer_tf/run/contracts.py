@@ -1,6 +1,6 @@
 """The contracts between the training loop and its parts, written once.
 
-The loop (``dreamer_tf.loop.train``) only ever sees these interfaces; it is
+The loop (``dreamer_tf.run.loop.train``) only ever sees these interfaces; it is
 handed factories and never imports a network or an environment:
 
     agent = make_agent(obs_space, act_space, config)
@@ -86,58 +86,3 @@ class OnPolicyAgent(Agent, Protocol):
 
     def update(self) -> tuple[dict[str, float], int]:
         """Learn from the collected steps; returns ``(metrics, gradient_steps)``."""
-
-
-# ---------------------------------------------------------------- helpers the Keras agents share
-
-
-def random_actions(act_space: dict[str, Space], count: int, rng: np.random.Generator) -> Batch:
-    """Uniform actions for ``count`` environments (``mode="random"``)."""
-    return {k: np.stack([s.sample(rng) for _ in range(count)]).astype(s.dtype) for k, s in act_space.items()}
-
-
-def checked_inputs(obs: Batch, keys, obs_space: dict[str, Space]) -> Batch:
-    """The observations under ``keys`` as arrays, each checked against its declared space.
-
-    Raises a ``ValueError`` naming the key when the per-environment shape differs, or the dtype
-    differs beyond precision within one kind (float32/float64 pass; uint8 images must be uint8).
-    """
-    inputs = {}
-    for key in keys:
-        value = np.asarray(obs[key])
-        space = obs_space[key]
-        if value.shape[1:] != space.shape:
-            raise ValueError(
-                f"Observation '{key}' has shape {value.shape[1:]} per environment but its space "
-                f"declares {space.shape} ({space})."
-            )
-        if value.dtype != space.dtype and not (value.dtype.kind == space.dtype.kind != "u"):
-            raise ValueError(f"Observation '{key}' has dtype {value.dtype} but its space declares {space}.")
-        inputs[key] = value
-    return inputs
-
-
-def save_variables(model, optimizer) -> dict[str, Any]:
-    """The model's and the optimizer's variables as numpy arrays, for a checkpoint."""
-    return {
-        "model": [np.asarray(v) for v in model.variables],
-        "optimizer": [np.asarray(v) for v in optimizer.variables],
-    }
-
-
-def load_variables(state: dict[str, Any], model, optimizer) -> None:
-    """Assign what ``save_variables`` returned; a checkpoint of another config is a clear error."""
-    for name, variables in (("model", model.variables), ("optimizer", optimizer.variables)):
-        values = state[name]
-        if len(values) != len(variables):
-            raise ValueError(
-                f"Checkpoint {name} has {len(values)} arrays but the agent has {len(variables)}; "
-                "was it written with a different config?"
-            )
-        for var, value in zip(variables, values):
-            if tuple(var.shape) != tuple(np.shape(value)):
-                raise ValueError(
-                    f"Checkpoint {name} variable {var.path} has shape {np.shape(value)}, "
-                    f"the agent expects {tuple(var.shape)}; was it written with a different config?"
-                )
-            var.assign(value)

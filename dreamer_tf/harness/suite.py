@@ -1,8 +1,8 @@
 """The benchmark suite: which runs a sweep makes, where they live, and what state each is in.
 
-    suite = Suite.load("benchmarks/suites.yaml")
+    suite = Suite.load("dreamer_tf/harness/suites.yaml")
     plan = suite.plan(outdir="runs", budget="smoke", agents=["dreamerv3", "ppo"])
-    for run in plan.runs:          # RunSpec: one `python -m dreamer_tf.train` process each
+    for run in plan.runs:          # RunSpec: one `python -m dreamer_tf` process each
         print(run.run_id, run.state(), " ".join(run.command()))
     for run, reason in plan.unavailable:   # domains whose package is missing here
         print(run.run_id, reason)
@@ -30,7 +30,7 @@ from typing import Any
 
 from dreamer_tf.config import ConfigError, load_config, read_presets, yaml_load
 
-SUITES_PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "suites.yaml"
+SUITES_PATH = Path(__file__).with_name("suites.yaml")
 RUN_FILE = "run.json"
 LOG_FILE = "train.log"
 LOCK_FILE = "suite.lock"
@@ -75,8 +75,8 @@ class RunSpec:
         return f"{self.domain}/{task_dirname(self.task)}/{self.variant}/seed{self.seed}"
 
     def command(self, python: str | None = None) -> list[str]:
-        """The training command: ``python -m dreamer_tf.train ...`` with this run's settings."""
-        command = [python or sys.executable, "-m", "dreamer_tf.train", "--task", self.task]
+        """The training command: ``python -m dreamer_tf ...`` with this run's settings."""
+        command = [python or sys.executable, "-m", "dreamer_tf.run.train", "--task", self.task]
         command += ["--agent", self.agent, "--configs", *self.presets, "--logdir", self.logdir]
         command += ["--seed", str(self.seed), "--run.steps", str(self.steps)]
         for key, value in self.flags:
@@ -123,7 +123,7 @@ class Plan:
 
 
 class Suite:
-    """``benchmarks/suites.yaml``: domains, budgets, agents, ablations and the cost model."""
+    """``dreamer_tf/harness/suites.yaml``: domains, budgets, agents, ablations and the cost model."""
 
     def __init__(self, data: Mapping[str, Any], path: str | Path | None = None) -> None:
         self.data = dict(data)
@@ -301,7 +301,7 @@ class Suite:
             if not matches:
                 raise SuiteError(
                     f"Task '{item}' is in none of the domains {', '.join([pin] if pin else names)}. "
-                    "See benchmarks/suites.yaml or `python -m dreamer_tf.envs --domain <domain>`."
+                    "See dreamer_tf/harness/suites.yaml or `python -m dreamer_tf.envs --domain <domain>`."
                 )
             selected += [m for m in matches if m not in selected]
         return selected
@@ -445,7 +445,7 @@ def write_json(path: str | Path, data: Any) -> None:
 
 
 def write_status(logdir: str | Path, status: str, step: int, error: str | None, **extra: Any) -> None:
-    """``status.json`` in the CLI's format (dreamer_tf.loop.write_status), for runs that died early."""
+    """``status.json`` in the CLI's format (dreamer_tf.run.loop.write_status), for runs that died early."""
     record = {
         "status": status,
         "step": int(step),

@@ -20,7 +20,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from dreamer_tf import ops as dops
+from dreamer_tf.nn import ops as dops
 
 
 def backend() -> str:
@@ -90,7 +90,7 @@ def make_runner(model, optimizer, options):
     ``model`` is a Keras layer with ``train_loss(data) -> (loss, (metrics, updates))``,
     ``after_update()`` (state changes after each optimizer step, e.g. a slow critic) and
     ``policy_step(obs, carry, sample) -> (actions, carry, extra)``: DreamerV3 and PPO share the runners.
-    ``options.unroll`` traces the model's time loops as Python loops (``dreamer_tf.ops.unrolled``).
+    ``options.unroll`` traces the model's time loops as Python loops (``dreamer_tf.nn.ops.unrolled``).
     """
     jit, xla, unroll = bool(options.jit), bool(options.xla), bool(options.unroll)
     if backend() == "tensorflow" and jit and xla and not unroll:
@@ -172,6 +172,14 @@ class TensorFlowRunner:
     def policy(self, obs: dict, carry: tuple, sample: bool = True):
         actions, carry, extra = self._policy(obs, tuple(carry), sample)
         return _to_numpy(actions), _to_numpy(carry), _to_numpy(extra)
+
+    def gradients(self, data: dict) -> list[np.ndarray]:
+        """The unscaled loss gradient of every trainable variable at the current weights (no update)."""
+        tf = self.tf
+        data = {k: tf.convert_to_tensor(v) for k, v in data.items()}
+        with tf.GradientTape() as tape:
+            loss, _ = self.model.train_loss(data)
+        return [np.asarray(g) for g in tape.gradient(loss, self.model.trainable_variables)]
 
     def sync(self) -> None:
         pass
@@ -260,6 +268,17 @@ class JaxRunner:
             }
         )
         return (new_trainable, non_trainable, opt), (metrics, updates)
+
+    def gradients(self, data: dict) -> list[np.ndarray]:
+        """The unscaled loss gradient of every trainable variable at the current weights (no update)."""
+        trainable, non_trainable, _ = self.state
+        self._loss_scale = 1.0
+        scaling, self.scaling = self.scaling, False
+        try:
+            grads, _ = self.jax.jit(self.jax.grad(self._loss, has_aux=True))(trainable, non_trainable, data)
+        finally:
+            self.scaling = scaling
+        return [np.asarray(g) for g in grads]
 
     def _policy_step(self, trainable, non_trainable, obs_carry, sample):
         obs, carry = obs_carry

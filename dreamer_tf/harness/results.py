@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from dreamer_tf.bench.suite import (
+from dreamer_tf.config import yaml_load
+from dreamer_tf.harness.suite import (
     LOG_FILE,
     RUN_FILE,
     STATUS_FILE,
@@ -32,7 +33,6 @@ from dreamer_tf.bench.suite import (
     error_headline,
     read_json,
 )
-from dreamer_tf.config import yaml_load
 
 REFERENCE_ENV = "DREAMER_REFERENCE_SCORES"
 FINAL_WINDOW = 0.1  # the last 10% of a run's env steps make its final score
@@ -146,7 +146,7 @@ def _read_run(root: Path, logdir: Path, suite: Suite | None) -> Run | None:
 
 
 def _alive_lock(logdir: Path) -> bool:
-    from dreamer_tf.bench.suite import lock_owner
+    from dreamer_tf.harness.suite import lock_owner
 
     return lock_owner(logdir) is not None
 

@@ -7,8 +7,8 @@ import math
 import keras
 from keras import ops
 
-from dreamer_tf import ops as dops
-from dreamer_tf.nets import Head
+from dreamer_tf.nn import ops as dops
+from dreamer_tf.nn.nets import Head
 from dreamer_tf.spaces import Space
 
 sg = ops.stop_gradient
@@ -110,7 +110,7 @@ class ActorCritic(keras.layers.Layer):
 
     def draw_noise(self, shape, seed):
         """Noise for ``shape`` (leading dims) policy samples, split later by ``act``."""
-        from dreamer_tf.distributions import gumbel
+        from dreamer_tf.nn.distributions import gumbel
 
         parts = []
         for key in sorted(self.act_space):

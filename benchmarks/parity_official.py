@@ -1,9 +1,9 @@
 """The official side of the parity harness: run danijar/dreamerv3 on fixed inputs and save what it computes.
 
-    OFFICIAL_PYTHON dreamer_tf/bench/parity_official.py --official PATH --case tiny_disc --out official.npz
+    PYTHONPATH=PATH OFFICIAL_PYTHON benchmarks/parity_official.py --official PATH --case tiny_disc --out official.npz
 
 Runs inside the official code's own virtual environment (JAX 0.4.33, ninjax, elements, optax; see
-``parity.py`` beside it, which calls it) and imports nothing from dreamer_tf. It builds the official
+``dreamer_tf/harness/parity.py``, which calls it with the checkout on ``PYTHONPATH``) and imports nothing from dreamer_tf. It builds the official
 agent for one case of ``CASES`` in float32, initialises its parameters, makes a replayed batch, a
 policy input and every random draw from a NumPy seed, and runs eagerly (``jax_disable_jit``) so that
 its categorical and normal samplers can be made to read the given draws in the order the agent makes
@@ -195,7 +195,10 @@ def main() -> int:
         "--perturb", type=float, default=0.5, help="noise on the initial weights (see perturb)"
     )
     args = parser.parse_args()
-    sys.path[:0] = [str(Path(args.official).resolve())]
+    if not (Path(args.official) / "dreamerv3" / "agent.py").exists():
+        raise SystemExit(
+            f"--official {args.official}: not a checkout of danijar/dreamerv3 (no dreamerv3/agent.py)"
+        )
 
     import dreamerv3.agent as official
     import elements

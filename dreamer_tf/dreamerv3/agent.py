@@ -19,15 +19,14 @@ import keras
 import numpy as np
 from keras import ops
 
-from dreamer_tf import ops as dops
-from dreamer_tf import steps
-from dreamer_tf.behavior import ActorCritic
-from dreamer_tf.core import checked_inputs, load_variables, random_actions, save_variables
-from dreamer_tf.distributions import gumbel
-from dreamer_tf.nets import split_obs_keys
-from dreamer_tf.optim import make_optimizer
+from dreamer_tf.dreamerv3.behavior import ActorCritic
+from dreamer_tf.dreamerv3.optim import make_optimizer
+from dreamer_tf.dreamerv3.world_model import WorldModel, concat_actions
+from dreamer_tf.keras_agent import KerasAgent
+from dreamer_tf.nn import ops as dops
+from dreamer_tf.nn.distributions import gumbel
+from dreamer_tf.nn.nets import split_obs_keys
 from dreamer_tf.spaces import Space
-from dreamer_tf.world_model import WorldModel, concat_actions
 
 sg = ops.stop_gradient
 
@@ -177,38 +176,27 @@ class DreamerModel(keras.layers.Layer):
         return loss, (metrics, updates)
 
 
-class Agent:
-    """DreamerV3 implementing the ``dreamer_tf.core.Agent`` protocol."""
+class Agent(KerasAgent):
+    """DreamerV3 implementing the ``dreamer_tf.run.contracts.Agent`` protocol."""
 
     def __init__(self, obs_space: dict[str, Space], act_space: dict[str, Space], config) -> None:
-        act_space = {k: v for k, v in act_space.items() if k != "reset"}
-        self.obs_space, self.act_space, self.config = obs_space, act_space, config
-        for key, space in act_space.items():
+        super().__init__(obs_space, act_space, config)
+        for key, space in self.act_space.items():
             if not space.discrete and not (np.all(space.low == -1) and np.all(space.high == 1)):
                 raise ValueError(
                     f"Continuous action '{key}' must be normalised to [-1, 1], got {space}. "
                     "Wrap the environment so its actions are rescaled (dreamer_tf.envs.gym does this)."
                 )
-        self.precision = steps.resolve_precision(config.compile.precision)
-        keras.utils.set_random_seed(config.seed)
-        policy = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}[
-            self.precision
-        ]
-        self.model = DreamerModel(
-            obs_space, act_space, config, seed=config.seed, name="dreamer", dtype=keras.DTypePolicy(policy)
+        model = DreamerModel(
+            obs_space, self.act_space, config, seed=config.seed, name="dreamer", dtype=self.dtype_policy
         )
-        actor_vars = [v for head in self.model.ac.actor.values() for v in head.trainable_variables]
-        self.optimizer = make_optimizer(
+        actor_vars = [v for head in model.ac.actor.values() for v in head.trainable_variables]
+        optimizer = make_optimizer(
             config.agent.opt,
             loss_scale=self.precision == "float16",
             multipliers=[(v, config.agent.opt.actor) for v in actor_vars],
         )
-        self.runner = steps.make_runner(self.model, self.optimizer, config.compile)
-        self._rng = np.random.default_rng(config.seed)
-
-    @property
-    def param_count(self) -> int:
-        return int(sum(math.prod(v.shape) for v in self.model.trainable_variables))
+        self.build(model, optimizer)
 
     def param_summary(self) -> str:
         lines = [f"DreamerV3 with {self.param_count:,} trainable parameters:"]
@@ -232,9 +220,8 @@ class Agent:
 
     def policy(self, obs: dict, state: Any, mode: str = "train") -> tuple[dict, Any, dict]:
         if mode == "random":
-            return random_actions(self.act_space, len(obs["is_first"]), self._rng), state, {}
-        inputs = checked_inputs(obs, self.model.keys, self.obs_space)
-        actions, state, extra = self.runner.policy(inputs, state)
+            return self.random_policy(obs, state)
+        actions, state, extra = self.runner.policy(self.inputs(obs), state)
         actions = {k: v.astype(self.act_space[k].dtype) for k, v in actions.items()}
         return actions, state, extra
 
@@ -250,12 +237,3 @@ class Agent:
 
     def train(self, batch: dict) -> tuple[dict[str, float], dict]:
         return self.runner.train(self.train_inputs(batch))
-
-    def save(self) -> dict[str, Any]:
-        self.runner.sync()
-        return {**save_variables(self.model, self.optimizer), "rng": self._rng.bit_generator.state}
-
-    def load(self, state: dict[str, Any]) -> None:
-        load_variables(state, self.model, self.optimizer)
-        self._rng.bit_generator.state = state["rng"]
-        self.runner.reload()

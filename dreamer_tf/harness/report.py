@@ -30,8 +30,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from dreamer_tf.bench import figures
-from dreamer_tf.bench.results import (
+from dreamer_tf.harness import figures
+from dreamer_tf.harness.results import (
     Published,
     Run,
     binned_curves,
@@ -42,8 +42,8 @@ from dreamer_tf.bench.results import (
     published_end,
     runs_table,
 )
-from dreamer_tf.bench.stats import LABELS, METRICS, NORMALISATIONS, normalise, summarise
-from dreamer_tf.bench.suite import SUMMARY_FILE, Suite, read_json
+from dreamer_tf.harness.stats import LABELS, METRICS, NORMALISATIONS, normalise, summarise
+from dreamer_tf.harness.suite import SUMMARY_FILE, Suite, read_json
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = (
@@ -320,7 +320,7 @@ def ablation_tables(
     # Curves over the fraction of each run, normalised per task over all variants' binned values.
     frames = []
     edges = np.linspace(0, 1, bins + 1)
-    from dreamer_tf.bench.results import bin_curve
+    from dreamer_tf.harness.results import bin_curve
 
     for run in runs:
         if run.logdir is None or run.task not in tasks or run.agent != "dreamerv3":
@@ -681,7 +681,7 @@ def render_html(
     versions = pd.DataFrame(sorted(stamp["packages"].items()), columns=["Package", "Version"])
     parts.append("<h3>Package versions</h3>" + to_html_table(versions))
     if stamp["suite_yaml"]:
-        parts.append("<details><summary>benchmarks/suites.yaml</summary>")
+        parts.append("<details><summary>dreamer_tf/harness/suites.yaml</summary>")
         parts.append(f"<pre>{html.escape(stamp['suite_yaml'])}</pre></details>")
     for key, text in stamp["configs"].items():
         parts.append(f"<details><summary>Resolved config: {html.escape(key)}</summary>")

@@ -1,0 +1,173 @@
+"""Training and acting throughput of the DreamerV3 agent on a synthetic workload.
+
+The workload mirrors the official dummy task: a 64×64×3 image plus vectors,
+five discrete actions, replayed batches of 16 × 64 (+ replay context).
+
+    python benchmarks/throughput.py --configs size12m --json
+    python benchmarks/throughput.py --configs size1m --backend jax --precision bfloat16 --json
+
+Prints progress on stderr and, with ``--json``, one JSON line on stdout with
+``param_count``, ``updates_per_s``, ``policy_steps_per_s``, ``peak_rss_mb``,
+``backend``, ``precision``, ``device`` and the timing details.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sys
+import time
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--configs", nargs="*", default=["size12m"], help="presets to stack (default size12m)"
+    )
+    parser.add_argument("--backend", choices=["tensorflow", "jax"], default=None, help="Keras backend")
+    parser.add_argument("--precision", choices=["auto", "float32", "bfloat16", "float16"], default=None)
+    parser.add_argument("--updates", type=int, default=10, help="timed train updates (after compiling)")
+    parser.add_argument(
+        "--seconds", type=float, default=0.0, help="time train updates for at least this long"
+    )
+    parser.add_argument("--envs", type=int, default=16, help="environments per policy call")
+    parser.add_argument("--policy-steps", type=int, default=50, help="timed policy calls")
+    parser.add_argument("--xla", action="store_true", help="TensorFlow: compile with XLA (jit_compile)")
+    parser.add_argument("--json", action="store_true", help="print one JSON line on stdout")
+    args, overrides = parser.parse_known_args(argv)
+    args.overrides = overrides
+    return args
+
+
+def peak_rss_mb() -> float:
+    # ru_maxrss is in kilobytes on Linux.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    if args.backend:
+        os.environ["KERAS_BACKEND"] = args.backend
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+    import numpy as np
+
+    from dreamer_tf import backend
+    from dreamer_tf.config import load_config
+    from dreamer_tf.dreamerv3.agent import Agent
+    from dreamer_tf.spaces import Space
+
+    overrides = list(args.overrides)
+    if args.precision:
+        overrides += ["--compile.precision", args.precision]
+    if args.xla:
+        overrides += ["--compile.xla", "true"]
+    config = load_config(args.configs, overrides)
+    obs_space = {
+        "image": Space(np.uint8, (64, 64, 3)),
+        "vector": Space(np.float32, (7,)),
+        "float2d": Space(np.float32, (4, 5)),
+        "reward": Space(np.float32),
+        "is_first": Space(bool),
+        "is_last": Space(bool),
+        "is_terminal": Space(bool),
+    }
+    act_space = {"action": Space(np.int32, (), 0, 5)}
+
+    start = time.perf_counter()
+    agent = Agent(obs_space, act_space, config)
+    build_s = time.perf_counter() - start
+    log(agent.param_summary())
+
+    rng = np.random.default_rng(0)
+    B, T = config.batch_size, config.batch_length + config.replay_context
+    dyn = config.agent.dyn
+
+    def make_batch() -> dict:
+        return {
+            "image": rng.integers(0, 256, (B, T, 64, 64, 3), dtype=np.uint8),
+            "vector": rng.normal(size=(B, T, 7)).astype(np.float32),
+            "float2d": rng.normal(size=(B, T, 4, 5)).astype(np.float32),
+            "reward": rng.normal(size=(B, T)).astype(np.float32),
+            "is_first": rng.random((B, T)) < 0.01,
+            "is_last": np.zeros((B, T), bool),
+            "is_terminal": np.zeros((B, T), bool),
+            "action": rng.integers(0, 5, (B, T)).astype(np.int32),
+            "dyn/deter": rng.normal(size=(B, T, dyn.deter)).astype(np.float32) * 0.1,
+            "dyn/stoch": rng.integers(0, dyn.classes, (B, T, dyn.stoch)).astype(np.int32),
+            "stepid": np.arange(B * T, dtype=np.int64).reshape(B, T),
+        }
+
+    batches = [make_batch() for _ in range(4)]
+    log(f"compiling the train step ({backend.backend()}, {agent.precision}) ...")
+    start = time.perf_counter()
+    agent.train(batches[0])
+    compile_s = time.perf_counter() - start
+    log(f"compiled in {compile_s:.1f}s; timing {args.updates} updates ...")
+    agent.train(batches[1])  # a second call catches retracing
+    count, start = 0, time.perf_counter()
+    while count < args.updates or time.perf_counter() - start < args.seconds:
+        metrics, _ = agent.train(batches[count % len(batches)])
+        count += 1
+    train_s = time.perf_counter() - start
+    assert np.isfinite(metrics["opt/loss"]), metrics
+
+    n = args.envs
+    obs = {
+        "image": rng.integers(0, 256, (n, 64, 64, 3), dtype=np.uint8),
+        "vector": rng.normal(size=(n, 7)).astype(np.float32),
+        "float2d": rng.normal(size=(n, 4, 5)).astype(np.float32),
+        "reward": np.zeros(n, np.float32),
+        "is_first": np.zeros(n, bool),
+        "is_last": np.zeros(n, bool),
+        "is_terminal": np.zeros(n, bool),
+    }
+    state = agent.init_policy(n)
+    agent.policy(obs, state)
+    start = time.perf_counter()
+    for _ in range(args.policy_steps):
+        _, state, _ = agent.policy(obs, state)
+    policy_s = time.perf_counter() - start
+
+    result = {
+        "configs": args.configs,
+        "param_count": agent.param_count,
+        "updates_per_s": round(count / train_s, 4),
+        "ms_per_update": round(1000 * train_s / count, 2),
+        "policy_steps_per_s": round(n * args.policy_steps / policy_s, 1),
+        "policy_calls_per_s": round(args.policy_steps / policy_s, 1),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "backend": backend.backend(),
+        "precision": agent.precision,
+        "device": backend.device_name(),
+        "batch": [B, config.batch_length],
+        "build_s": round(build_s, 2),
+        "compile_s": round(compile_s, 2),
+        "updates_timed": count,
+    }
+    log(
+        f"{result['param_count']:,} params | {result['updates_per_s']} updates/s "
+        f"({result['ms_per_update']} ms) | {result['policy_steps_per_s']} policy steps/s | "
+        f"peak RSS {result['peak_rss_mb']} MB"
+    )
+    if args.json:
+        print(json.dumps(result), flush=True)
+    return result
+
+
+def cli(argv: list[str] | None = None) -> int:
+    """The console entry point: ``main`` prints its result; the exit status is 0."""
+    main(argv)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())
