@@ -1,0 +1,13 @@
+"""Kill a training run with SIGKILL again and again and check what survived: see dreamer_tf/harness/chaos.py."""
+
+import sys
+
+try:
+    from dreamer_tf.harness.chaos import main
+except ModuleNotFoundError as error:
+    if error.name != "dreamer_tf":
+        raise
+    sys.exit("dreamer_tf is not installed: run `pip install -e .` in the repository root (see README).")
+
+if __name__ == "__main__":
+    sys.exit(main())
