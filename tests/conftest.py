@@ -23,7 +23,6 @@ import keras  # after the environment above: Keras reads KERAS_BACKEND on import
 import pytest
 
 
-
 def pytest_report_header(config: pytest.Config) -> str:
     return f"keras {keras.__version__}, backend {keras.backend.backend()}"
 
