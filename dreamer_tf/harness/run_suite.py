@@ -244,7 +244,9 @@ class Progress:
         state = outcome["state"]
         with self.lock:
             self.counts["running"] -= 1
-            if state in self.counts:
+            if state == "running":
+                pass  # held by a process elsewhere: skipped, counted nowhere
+            elif state in self.counts:
                 self.counts[state] += 1
             else:
                 self.pending += 1

@@ -102,7 +102,8 @@ class RunSpec:
         """``(state, status record)``: what a sweep should do with this run now.
 
         ``done`` (reached its steps; skipped), ``running`` (a live process, here or on another host,
-        holds its folder: skipped; the record's ``holder`` names it), or ``pending`` (new, interrupted, failed or short of steps: started, resuming its checkpoint).
+        holds its folder: skipped; the record's ``holder`` names it), or ``pending`` (new,
+        interrupted, failed or short of steps: started, resuming its checkpoint).
         """
         status = read_json(Path(self.logdir) / STATUS_FILE) or {}
         if status.get("status") == "done" and int(status.get("step", 0)) >= self.steps:

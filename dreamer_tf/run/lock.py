@@ -9,11 +9,13 @@
 
 The lock is ``fcntl.flock`` on the file, so a lock left by a killed process never blocks: the
 kernel drops it with the process. The file also records the holder (host, PID, the process's start
-time, a heartbeat) for the messages, and for one case flock cannot decide: on a shared filesystem
-two hosts may both get the flock (not every network filesystem forwards it). A record that names
-another host therefore still counts as held while its heartbeat, refreshed every
+time; its mtime is a heartbeat) for the messages, and for the cases flock cannot decide. On a
+shared filesystem two hosts may both get the flock (not every network filesystem forwards it): a
+record that names another host still counts as held while its heartbeat, refreshed every
 ``HEARTBEAT_S`` seconds by the holder, is younger than ``STALE_S``; older, its holder is gone and
-the folder is free. A clean release empties the file, so only a dead holder leaves a record behind.
+the folder is free. On a filesystem without flock a record of this host counts while its PID runs
+with the recorded start time (a recycled PID does not). A clean release empties the file, so only
+a dead holder leaves a record behind.
 """
 
 from __future__ import annotations
@@ -164,15 +166,38 @@ def _probe(fd: int, keep: bool = False) -> Holder | None:
     """The live holder of the lock behind ``fd``, or None; with ``keep`` the flock stays taken."""
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        flocked = True
     except BlockingIOError:
         return _read_record(fd) or Holder(host="unknown", pid=0)
+    except OSError:
+        flocked = False  # a filesystem without flock: the record alone decides
     holder = _read_record(fd)
-    free = holder is None or holder.host == socket.gethostname()
-    if not free and holder.heartbeat_age is not None and holder.heartbeat_age > STALE_S:
-        free = True  # another host's holder stopped refreshing its record long ago: it is gone
-    if not free or not keep:
+    if holder is None:
+        free = True
+    elif holder.host == socket.gethostname():
+        # Without flock a holder of this host is alive if its PID runs and started when recorded
+        # (not a recycled PID).
+        free = flocked or not _running(holder)
+    else:
+        # Another host's holder that stopped refreshing its record long ago is gone.
+        free = holder.heartbeat_age is not None and holder.heartbeat_age > STALE_S
+    if flocked and (not free or not keep):
         fcntl.flock(fd, fcntl.LOCK_UN)
     return None if free else holder
+
+
+def _running(holder: Holder) -> bool:
+    """Whether the recorded process of this host still runs (the same process, by its start time)."""
+    if holder.pid <= 0:
+        return False
+    try:
+        os.kill(holder.pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    started = _process_start(holder.pid)
+    return holder.started is None or started is None or abs(started - float(holder.started)) < 2.0
 
 
 def _read_record(fd: int) -> Holder | None:

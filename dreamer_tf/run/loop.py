@@ -30,7 +30,9 @@ The run folder gets ``metrics.jsonl``, ``scores.jsonl`` and TensorBoard events
 (through the logger), ``checkpoint/`` and ``status.json``. A run started again
 in the same folder resumes from its checkpoint: agent, replay buffer, counters,
 the update credit and the RNG states, so the curves continue where they
-stopped. SIGINT and SIGTERM end the run after the current iteration with a
+stopped; the records are rewound to the checkpoint first (``Logger.resume``). A
+new run saves a checkpoint at step 0, before its first record, so that a folder
+with records always has a checkpoint to resume them from. SIGINT and SIGTERM end the run after the current iteration with a
 final checkpoint; a second SIGINT aborts at once.
 """
 

@@ -10,9 +10,11 @@
 
 The files use the official DreamerV3 layout (a JSON object per line with a
 ``step`` key and namespaced metric keys), so either side's plotting reads the
-other's runs. Files are only ever appended to; ``resume`` drops rows written
-after the checkpoint a run resumes from (they belong to a timeline the run
-does not continue) and a line torn by a kill. TensorBoard events are written by
+other's runs. Files are only ever appended to; ``resume`` drops rows (and
+TensorBoard events) written after the checkpoint a run resumes from (they
+belong to a timeline the run does not continue) and a line torn by a kill, and
+puts files that environments write into the run folder (bsuite's CSV) back as a
+``snapshot`` kept in the checkpoint saw them. TensorBoard events are written by
 a tiny built-in writer, so neither TensorFlow nor tensorboardX is needed (the
 JAX machines have neither) and importing this module never touches a GPU.
 """

@@ -15,6 +15,12 @@ silently train a different agent; any other difference (``run.steps``,
 ``run.log_every``, ...) is allowed, printed, and the new config is saved with
 the old one kept as ``config.before-<time>.yaml``.
 
+A run folder has one writer: the CLI locks it (``dreamer_tf.run.lock``) before
+reading or writing anything in it, and a second process on the same folder is
+refused with the holder's PID and host. A folder that holds records
+(``metrics.jsonl`` / ``scores.jsonl`` rows, checkpoint folders) but no
+loadable checkpoint is refused too, untouched: starting it afresh would erase them.
+
 Exit codes: 0 done, 2 a problem the user can fix (the message says what),
 128 + signal number when stopped by SIGINT / SIGTERM after a final checkpoint.
 """

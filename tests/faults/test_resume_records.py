@@ -150,3 +150,20 @@ def test_bsuite_csv_and_tensorboard_follow_the_checkpoint_after_a_sigkill(tmp_pa
     assert result.returncode == 0, result.stderr
     assert f"at env step {saved}" in result.stderr
     assert_one_timeline(logdir)
+
+
+def test_resume_drops_tensorboard_events_past_the_checkpoint_and_a_torn_record(tmp_path):
+    from dreamer_tf.run.metrics import Logger
+
+    logger = Logger(tmp_path, progress=False)
+    for step in range(1, 6):
+        logger.step = step
+        logger.add({"loss": float(step)})
+        logger.write()
+    logger.close()
+    (events,) = tmp_path.glob("events.out.tfevents.*")
+    with open(events, "ab") as file:
+        file.write(b"\x40\x00\x00\x00\x00\x00\x00\x00torn")  # a kill in the middle of a record
+    Logger(tmp_path, progress=False).resume(3)
+    assert [(step, value) for step, _, value in read_events(tmp_path)] == [(1, 1.0), (2, 2.0), (3, 3.0)]
+    assert [row["step"] for row in read_jsonl(tmp_path / "metrics.jsonl")] == [1, 2, 3]

@@ -146,3 +146,28 @@ def test_every_preset_checkpoints():
     for name in read_presets():
         config = load_config([] if name == "defaults" else [name])
         assert config.run.save_every > 0, f"preset {name} sets run.save_every {config.run.save_every}"
+
+
+def test_without_flock_a_record_of_this_host_counts_while_its_process_runs(tmp_path, monkeypatch):
+    from dreamer_tf.run import lock as run_lock
+
+    def no_flock(fd, operation):
+        raise OSError(37, "No locks available")  # ENOLCK, as some network filesystems answer
+
+    monkeypatch.setattr(run_lock.fcntl, "flock", no_flock)
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        started = run_lock._process_start(sleeper.pid)
+        record = {"host": socket.gethostname(), "pid": sleeper.pid, "started": started}
+        (tmp_path / "run.lock").write_text(json.dumps(record))
+        with pytest.raises(run_lock.RunLockedError, match=f"process {sleeper.pid} on host"):
+            run_lock.RunLock(tmp_path).acquire()
+        # The same PID with another start time is a recycled PID: its holder is gone.
+        (tmp_path / "run.lock").write_text(json.dumps({**record, "started": started - 1000}))
+        lock = run_lock.RunLock(tmp_path)
+        lock.acquire()
+        assert json.loads((tmp_path / "run.lock").read_text())["pid"] == os.getpid()
+        lock.release()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
