@@ -81,7 +81,7 @@ def check_no_orphan_records(logdir: Path) -> None:
         p for p in (logdir / "checkpoint" / "latest", logdir / "checkpoint" / "previous") if p.is_dir()
     ]
     for folder in folders:
-        found.append(f"{folder.relative_to(logdir)}/ without {folder.name}/manifest.json")
+        found.append(f"{folder.relative_to(logdir)}/ without its manifest.json")
     if found:
         raise OrphanRecordsError(
             f"{logdir} holds an earlier run's records ({'; '.join(found)}) but no loadable checkpoint, so "
