@@ -10,8 +10,10 @@ own CSV logger, so bsuite's analysis (``bsuite.logging.csv_load`` and
 The CSV has the columns and the logarithmic row spacing of ``bsuite.load_and_record_to_csv``,
 with two differences that make it usable from a training run. A resumed run continues the
 existing CSV: bsuite's running counters (steps, episodes, total return and the experiment's own,
-e.g. catch's ``total_regret``) are restored from its last row (``overwrite: true`` starts the
-file afresh instead). And only one environment per bsuite id records: with several environments
+e.g. catch's ``total_regret``) are restored from ``<csv>.counters.json``, written after every
+episode since the rows are logarithmically spaced (``overwrite: true`` starts afresh instead). A
+training run keeps both files in its checkpoint (``record_files``) and puts them back on resume, so
+episodes after the checkpoint, which the resumed run does not continue, leave no trace in them. And only one environment per bsuite id records: with several environments
 (``run.envs`` > 1, in this process or in workers) the first claims the CSV through a lock file
 holding its process id and the others run unrecorded, since bsuite's analysis reads one agent's
 stream of episodes. Each configuration prescribes its number of episodes
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import json
 import os
 from typing import Any
 
@@ -32,6 +35,8 @@ from dreamer_tf.envs.base import Env
 from dreamer_tf.envs.wrappers import FromDM, Wrapper, require, standardize
 
 INSTALL = "pip install bsuite==0.3.6"
+# bsuite's running counters after the last episode, beside the CSV (``<csv>.counters.json``).
+COUNTERS_SUFFIX = ".counters.json"
 
 # Number of configurations of each experiment in bsuite.sweep (468 in all).
 EXPERIMENTS = {
@@ -104,6 +109,8 @@ class BSuite(Wrapper):
         obs = self.env.step(action)
         if obs["is_last"]:
             self.num_episodes += 1
+            if self.recorder:
+                self.recorder.note(self.dm_env)
         return obs
 
     def close(self) -> None:
@@ -120,36 +127,59 @@ class CsvRecorder:
 
     _claimed: set[str] = set()  # CSV paths recorded by this process
 
-    def __init__(self, path: str, rows: list[dict[str, Any]]) -> None:
+    def __init__(self, path: str, rows: list[dict[str, Any]], counters: dict[str, Any] | None = None) -> None:
         self.path = path
         self.rows = rows
+        # bsuite's running counters after the last episode; its rows are logarithmically spaced, so
+        # the last row is usually older than the last episode.
+        self.counters = counters if counters is not None else (dict(rows[-1]) if rows else None)
 
     @classmethod
     def claim(cls, bsuite_id: str, directory: str, overwrite: bool) -> CsvRecorder | None:
         """The recorder for ``bsuite_id`` in ``directory``, or None if another environment has it."""
         os.makedirs(directory, exist_ok=True)
-        from bsuite.logging import csv_logging
-
-        name = bsuite_id.replace("/", csv_logging.SAFE_SEPARATOR)
-        path = os.path.join(directory, f"{csv_logging.BSUITE_PREFIX}{name}.csv")
+        path = csv_path(bsuite_id, directory)
         if path in cls._claimed or not _take_lock(path + ".lock"):
             return None
         cls._claimed.add(path)
-        rows = []
-        if os.path.exists(path) and not overwrite:
-            with open(path, newline="") as file:
-                rows = [{k: _number(v) for k, v in row.items()} for row in csv.DictReader(file)]
-        return cls(path, rows)
+        rows, counters = [], None
+        if not overwrite:
+            if os.path.exists(path):
+                with open(path, newline="") as file:
+                    rows = [{k: _number(v) for k, v in row.items()} for row in csv.DictReader(file)]
+            with contextlib.suppress(FileNotFoundError):
+                with open(path + COUNTERS_SUFFIX) as file:
+                    counters = json.load(file)
+            if counters is not None and rows and int(counters["episode"]) < int(rows[-1]["episode"]):
+                counters = None  # older than the CSV (written by a version without it): trust the rows
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path + COUNTERS_SUFFIX)
+        return cls(path, rows, counters)
 
     @property
     def episodes(self) -> int:
-        return int(self.rows[-1]["episode"]) if self.rows else 0
+        return int(self.counters["episode"]) if self.counters else 0
+
+    def note(self, logging_env: Any) -> None:
+        """Record bsuite's running counters at the end of an episode (beside the CSV, atomically)."""
+        counters = {
+            "steps": logging_env._steps,
+            "episode": logging_env._episode,
+            "total_return": float(logging_env._total_return),
+            **{k: _plain(v) for k, v in logging_env.bsuite_info().items()},
+        }
+        self.counters = counters
+        tmp = f"{self.path}{COUNTERS_SUFFIX}.{os.getpid()}.tmp"
+        with open(tmp, "w") as file:
+            json.dump(counters, file)
+        os.replace(tmp, self.path + COUNTERS_SUFFIX)
 
     def resume(self, logging_env: Any) -> None:
-        """Restore bsuite's running counters from the last row (nothing to do for a new file)."""
-        if not self.rows:
+        """Restore bsuite's running counters after the last episode (nothing to do for a new file)."""
+        if not self.counters:
             return
-        last = self.rows[-1]
+        last = self.counters
         logging_env._steps = int(last["steps"])
         logging_env._episode = int(last["episode"])
         logging_env._total_return = float(last["total_return"])
@@ -176,6 +206,30 @@ class CsvRecorder:
             with open(self.path + ".lock") as file:
                 if file.read().strip() == str(os.getpid()):
                     os.remove(self.path + ".lock")
+
+
+def csv_path(bsuite_id: str, directory: str) -> str:
+    """The CSV file of ``bsuite_id`` (``catch/0``) in ``directory``, named as bsuite's logger names it."""
+    from bsuite.logging import csv_logging
+
+    if "/" not in bsuite_id:
+        bsuite_id = f"{bsuite_id}/0"
+    name = bsuite_id.replace("/", csv_logging.SAFE_SEPARATOR)
+    return os.path.join(directory, f"{csv_logging.BSUITE_PREFIX}{name}.csv")
+
+
+def record_files(task: str, config: Any) -> list[str]:
+    """The files a ``bsuite_<id>`` run writes besides the loop's records: its CSV and its counters.
+
+    A resumed run puts them back as they were at its checkpoint (``dreamer_tf.run.metrics.Logger``).
+    """
+    directory = results_dir(config)
+    path = csv_path(task.split("_", 1)[1], directory)
+    return [path, path + COUNTERS_SUFFIX]
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def _take_lock(path: str) -> bool:

@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 from dreamer_tf.harness.suite import (
-    LOCK_FILE,
     LOG_FILE,
     RUN_FILE,
     STATUS_FILE,
@@ -97,7 +96,9 @@ def run_one(
         return _outcome("pending", None, start, error="the sweep was stopped before this run started")
     owner = lock_owner(logdir)
     if owner is not None:
-        return _outcome("running", None, start, error=f"another process ({owner}) is running it")
+        return _outcome(
+            "running", None, start, error=f"running elsewhere: {owner.describe()} holds its folder"
+        )
     command = spec.command(python)
     write_json(logdir / RUN_FILE, {**spec.to_dict(), "command": command, "host": socket.gethostname()})
     status_path = logdir / STATUS_FILE
@@ -115,7 +116,6 @@ def run_one(
             env=run_env(spec, env),
             start_new_session=True,  # Ctrl-C in the terminal reaches the sweep, which stops runs cleanly
         )
-    (logdir / LOCK_FILE).write_text(f"{process.pid} {socket.gethostname()}\n")
     with _CHILDREN_LOCK:
         _CHILDREN.add(process)
     timed_out = False
@@ -131,8 +131,12 @@ def run_one(
     finally:
         with _CHILDREN_LOCK:
             _CHILDREN.discard(process)
-        if (logdir / LOCK_FILE).exists():
-            (logdir / LOCK_FILE).unlink()
+    holder = lock_owner(logdir)
+    if returncode == 2 and holder is not None:
+        # Another process took the folder between the check above and the start: its run, its status.
+        return _outcome(
+            "running", returncode, start, error=f"running elsewhere: {holder.describe()} holds its folder"
+        )
     return _finish(spec, returncode, start, offset, status_before, timed_out, timeout)
 
 

@@ -244,13 +244,17 @@ class Progress:
         state = outcome["state"]
         with self.lock:
             self.counts["running"] -= 1
-            if state in self.counts:
+            if state == "running":
+                pass  # held by a process elsewhere: skipped, counted nowhere
+            elif state in self.counts:
                 self.counts[state] += 1
             else:
                 self.pending += 1
         wall = human_time(outcome["wall_s"]) if outcome.get("wall_s") is not None else "?"
         if state == "failed":
             self.event(f"[suite] FAILED  {spec.run_id} after {wall}: {error_headline(outcome['error'])}")
+        elif state == "running":
+            self.event(f"[suite] skipped {spec.run_id}: {outcome['error']}")
         else:
             self.event(f"[suite] {state:<7} {spec.run_id} at step {outcome['step']} after {wall}")
 
@@ -337,7 +341,9 @@ def main(argv: list[str] | None = None) -> int:
             done_before += 1
             entries[spec.run_id] = entry(spec, outdir, "done", step=int(status.get("step", 0)), error="")
         elif state == "running":
-            entries[spec.run_id] = entry(spec, outdir, "running", note="held by another process; skipped")
+            note = f"running elsewhere: {status['holder']} holds its folder; skipped"
+            entries[spec.run_id] = entry(spec, outdir, "running", note=note)
+            print(f"[suite] {spec.run_id}: {note}", file=sys.stderr)
         else:
             todo.append(spec)
             entries[spec.run_id] = entry(spec, outdir, "pending", step=int(status.get("step", 0)))

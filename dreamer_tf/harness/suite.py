@@ -29,11 +29,11 @@ from pathlib import Path
 from typing import Any
 
 from dreamer_tf.config import ConfigError, load_config, read_presets, yaml_load
+from dreamer_tf.run.lock import Holder, lock_holder
 
 SUITES_PATH = Path(__file__).with_name("suites.yaml")
 RUN_FILE = "run.json"
 LOG_FILE = "train.log"
-LOCK_FILE = "suite.lock"
 SUMMARY_FILE = "suite.json"
 STATUS_FILE = "status.json"
 
@@ -101,14 +101,16 @@ class RunSpec:
     def state(self) -> tuple[str, dict[str, Any]]:
         """``(state, status record)``: what a sweep should do with this run now.
 
-        ``done`` (reached its steps; skipped), ``running`` (another process holds it: skipped),
-        or ``pending`` (new, interrupted, failed or short of steps: started, resuming its checkpoint).
+        ``done`` (reached its steps; skipped), ``running`` (a live process, here or on another host,
+        holds its folder: skipped; the record's ``holder`` names it), or ``pending`` (new,
+        interrupted, failed or short of steps: started, resuming its checkpoint).
         """
         status = read_json(Path(self.logdir) / STATUS_FILE) or {}
         if status.get("status") == "done" and int(status.get("step", 0)) >= self.steps:
             return "done", status
-        if lock_owner(Path(self.logdir)) is not None:
-            return "running", status
+        holder = lock_owner(Path(self.logdir))
+        if holder is not None:
+            return "running", {**status, "holder": holder.describe()}
         return "pending", status
 
 
@@ -456,21 +458,12 @@ def write_status(logdir: str | Path, status: str, step: int, error: str | None, 
     write_json(Path(logdir) / STATUS_FILE, record)
 
 
-def lock_owner(logdir: Path) -> int | None:
-    """The id of a live process that holds the run (its ``suite.lock``), else ``None``."""
-    try:
-        pid = int((logdir / LOCK_FILE).read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-    if pid == os.getpid():
-        return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return None
-    except PermissionError:
-        return pid
-    return pid
+def lock_owner(logdir: Path) -> Holder | None:
+    """The live process that holds the run folder (``dreamer_tf.run.lock``), else ``None``.
+
+    A lock left by a process that died (even by SIGKILL) does not count: the run is free.
+    """
+    return lock_holder(logdir)
 
 
 def update_summary(

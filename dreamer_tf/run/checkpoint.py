@@ -46,6 +46,7 @@ class Checkpoint:
     def __init__(self, directory: str | Path) -> None:
         self.directory = Path(directory)
         self._counter = itertools.count()
+        self.loaded: Path | None = None  # the folder the last ``load`` read
 
     @property
     def latest(self) -> Path:
@@ -169,6 +170,22 @@ class Checkpoint:
                     f"Checkpoint file {folder / STATE} does not match {folder / name} ({error})."
                 ) from None
         if replay is not None:
+            self._load_replay(folder, replay)
+        self.loaded = folder
+        return state
+
+    def load_replay(self, replay: Any) -> None:
+        """Restore ``replay`` from the checkpoint that the last ``load`` returned (already verified).
+
+        Lets a caller read the state first, and build the replay buffer only once the state said
+        which one it needs.
+        """
+        if self.loaded is None:
+            raise CheckpointError(f"No checkpoint of {self.directory} was loaded before its replay buffer.")
+        self._load_replay(self.loaded, replay)
+
+    def _load_replay(self, folder: Path, replay: Any) -> None:
+        if replay is not None:
             if not (folder / REPLAY).exists():
                 raise CheckpointError(
                     f"Checkpoint {folder} holds no replay buffer ({folder / REPLAY} missing)."
@@ -180,7 +197,6 @@ class Checkpoint:
                     f"Checkpoint replay buffer {folder / REPLAY} cannot be loaded "
                     f"({type(error).__name__}: {error})."
                 ) from error
-        return state
 
     def _remove_stale_tmp(self) -> None:
         # Folders of saves that a crash interrupted; never complete, never loaded.

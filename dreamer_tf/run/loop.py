@@ -30,7 +30,9 @@ The run folder gets ``metrics.jsonl``, ``scores.jsonl`` and TensorBoard events
 (through the logger), ``checkpoint/`` and ``status.json``. A run started again
 in the same folder resumes from its checkpoint: agent, replay buffer, counters,
 the update credit and the RNG states, so the curves continue where they
-stopped. SIGINT and SIGTERM end the run after the current iteration with a
+stopped; the records are rewound to the checkpoint first (``Logger.resume``). A
+new run saves a checkpoint at step 0, before its first record, so that a folder
+with records always has a checkpoint to resume them from. SIGINT and SIGTERM end the run after the current iteration with a
 final checkpoint; a second SIGINT aborts at once.
 """
 
@@ -213,6 +215,14 @@ class _Run:
     def setup(self) -> None:
         config = self.config
         write_status(self.logdir, "running", 0)
+        # The checkpoint is read (and verified) and the records rewound to it before any environment
+        # starts, since environments read records of their own (bsuite's CSV) when they are made.
+        state = self.checkpoint.load()
+        self.logger = self.make_logger(config, self.logdir)
+        if state is not None:
+            self.logger.resume(int(state["loop"]["env_steps"]), state["loop"].get("records"))
+        else:
+            self.logger.resume(0)
         self.envs = self.make_envs(config, "train")
         self.obs_space = {k: v for k, v in self.envs.obs_space.items() if not k.startswith("log/")}
         self.act_space = {k: v for k, v in self.envs.act_space.items() if k != "reset"}
@@ -220,8 +230,8 @@ class _Run:
         self.on_policy = bool(getattr(self.agent, "on_policy", False))
         # An on-policy agent keeps its own rollout: no replay buffer is filled or checkpointed.
         self.replay = None if self.on_policy else self.make_replay(config)
-        state = self.checkpoint.load(replay=self.replay)
         if state is not None:
+            self.checkpoint.load_replay(self.replay)
             self.agent.load(state["agent"])
             self._load_counters(state["loop"])
             print(
@@ -229,8 +239,10 @@ class _Run:
                 f"after {self.updates} updates and {self.episodes} episodes.",
                 file=sys.stderr,
             )
-        self.logger = self.make_logger(config, self.logdir)
-        self.logger.resume(self.env_steps)
+        else:
+            # A checkpoint before the first record: a run killed before its first periodic save
+            # resumes from step 0 instead of leaving records without a checkpoint behind.
+            self.save()
         write_status(self.logdir, "running", self.env_steps)
 
     def close(self) -> None:
@@ -259,6 +271,8 @@ class _Run:
             # Libraries (env wrappers, user code) may draw from the global generators.
             "numpy_random": np.random.get_state(),
             "python_random": random.getstate(),
+            # Records kept outside metrics.jsonl / scores.jsonl (bsuite's CSV), as of this checkpoint.
+            "records": self.logger.snapshot() if hasattr(self.logger, "snapshot") else None,
         }
 
     def _load_counters(self, state: dict[str, Any]) -> None:

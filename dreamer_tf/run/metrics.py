@@ -10,9 +10,11 @@
 
 The files use the official DreamerV3 layout (a JSON object per line with a
 ``step`` key and namespaced metric keys), so either side's plotting reads the
-other's runs. Files are only ever appended to; ``resume`` drops rows written
-after the checkpoint a run resumes from (they belong to a timeline the run
-does not continue) and a line torn by a kill. TensorBoard events are written by
+other's runs. Files are only ever appended to; ``resume`` drops rows (and
+TensorBoard events) written after the checkpoint a run resumes from (they
+belong to a timeline the run does not continue) and a line torn by a kill, and
+puts files that environments write into the run folder (bsuite's CSV) back as a
+``snapshot`` kept in the checkpoint saw them. TensorBoard events are written by
 a tiny built-in writer, so neither TensorFlow nor tensorboardX is needed (the
 JAX machines have neither) and importing this module never touches a GPU.
 """
@@ -27,7 +29,7 @@ import socket
 import struct
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -35,6 +37,7 @@ import numpy as np
 
 METRICS_FILE = "metrics.jsonl"
 SCORES_FILE = "scores.jsonl"
+EVENTS_GLOB = "events.out.tfevents.*"
 
 
 class Aggregator:
@@ -94,7 +97,9 @@ class Logger:
     """Writes the run folder's metric records; see the module docstring for the calls.
 
     ``total_steps`` is only used by the progress bar. ``progress=False`` turns
-    the bar off; ``tensorboard=False`` writes no event file.
+    the bar off; ``tensorboard=False`` writes no event file. ``records`` are files inside the
+    run folder written by others (bsuite's CSV): ``snapshot`` reads them for a checkpoint and
+    ``resume`` puts them back as they were then. Files outside the run folder are left alone.
     """
 
     def __init__(
@@ -103,8 +108,15 @@ class Logger:
         total_steps: float | None = None,
         progress: bool = True,
         tensorboard: bool = True,
+        records: Sequence[str | Path] = (),
     ) -> None:
         self.logdir = Path(logdir)
+        # Files that others (environments) write inside the run folder, kept in step with checkpoints.
+        self.records = [
+            self.logdir / p
+            for p in records
+            if (self.logdir / p).resolve().is_relative_to(self.logdir.resolve())
+        ]
         self.step = 0
         self.total_steps = total_steps
         self._pending: dict[str, Any] = {}
@@ -113,20 +125,43 @@ class Logger:
         self._bar = _ProgressBar(total_steps) if progress else None
         self._recent_scores: collections.deque[float] = collections.deque(maxlen=20)
 
-    def resume(self, step: int) -> None:
-        """Continue the records at ``step``: drop rows past it and torn lines, then append."""
+    def resume(self, step: int, records: Mapping[str, str | None] | None = None) -> None:
+        """Continue the records at ``step``: drop rows past it and torn lines, then append.
+
+        TensorBoard events past ``step`` go too. ``records`` is a ``snapshot()`` taken with the
+        checkpoint: each of its files is put back as it was then (one that did not exist is removed).
+        """
         self.step = int(step)
         self.logdir.mkdir(parents=True, exist_ok=True)
-        for name in (METRICS_FILE, SCORES_FILE):
-            dropped = _drop_rows_after(self.logdir / name, self.step)
-            if dropped:
+        dropped = {
+            name: _drop_rows_after(self.logdir / name, self.step) for name in (METRICS_FILE, SCORES_FILE)
+        }
+        dropped["TensorBoard events"] = sum(
+            _drop_events_after(path, self.step) for path in sorted(self.logdir.glob(EVENTS_GLOB))
+        )
+        for name, count in dropped.items():
+            if count:
                 print(
-                    f"Dropped {dropped} rows of {name} written after step {self.step} "
+                    f"Dropped {count} rows of {name} written after step {self.step} "
                     "(after the checkpoint this run resumes from).",
                     file=sys.stderr,
                 )
+        for name, text in (records or {}).items():
+            path = self.logdir / name
+            if path.resolve().is_relative_to(self.logdir.resolve()) and _restore(path, text):
+                print(f"Restored {name} as of the checkpoint this run resumes from.", file=sys.stderr)
         if self._bar:
             self._bar.update(self.step, {})
+
+    def snapshot(self) -> dict[str, str | None]:
+        """The content of the ``records`` files (``None``: absent), for ``resume`` after a checkpoint."""
+        out = {}
+        for path in self.records:
+            try:
+                out[path.relative_to(self.logdir).as_posix()] = path.read_text()
+            except FileNotFoundError:
+                out[path.relative_to(self.logdir).as_posix()] = None
+        return out
 
     def add(self, metrics: Mapping[str, Any], prefix: str | None = None) -> None:
         """Stage values for the next ``write``; a key added twice keeps the latest value."""
@@ -234,6 +269,87 @@ def _drop_rows_after(path: Path, step: int) -> int:
         tmp.write_text("".join(kept))
         os.replace(tmp, path)
     return dropped
+
+
+def _restore(path: Path, text: str | None) -> bool:
+    """Make ``path`` hold ``text`` (remove it for ``None``); whether anything changed."""
+    try:
+        current = path.read_text()
+    except FileNotFoundError:
+        current = None
+    if current == text:
+        return False
+    if text is None:
+        path.unlink()
+        return True
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return True
+
+
+def _drop_events_after(path: Path, step: int) -> int:
+    """Rewrite a TensorBoard event file without the events past ``step`` (and a torn last record).
+
+    Event files are append-only for TensorBoard, so the kept records are copied to a new file that
+    replaces the old one atomically. Returns the number of events dropped.
+    """
+    data = path.read_bytes()
+    kept, dropped, offset = [], 0, 0
+    while offset + 12 <= len(data):
+        (length,) = struct.unpack_from("<Q", data, offset)
+        end = offset + 12 + length + 4
+        if end > len(data):
+            break  # torn by a kill mid-write
+        event_step = _event_step(data[offset + 12 : offset + 12 + length])
+        if event_step is not None and event_step > step:
+            dropped += 1
+        else:
+            kept.append(data[offset:end])
+        offset = end
+    torn = offset < len(data)
+    if dropped or torn:
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_bytes(b"".join(kept))
+        os.replace(tmp, path)
+    return dropped
+
+
+def _event_step(event: bytes) -> int | None:
+    """The ``step`` field of an ``Event`` protocol buffer (None if it has none or is malformed)."""
+    offset = 0
+    try:
+        while offset < len(event):
+            key, offset = _read_varint(event, offset)
+            number, wire = key >> 3, key & 7
+            if wire == 0:
+                value, offset = _read_varint(event, offset)
+                if number == 2:
+                    return value - (1 << 64) if value >= 1 << 63 else value
+            elif wire == 1:
+                offset += 8
+            elif wire == 5:
+                offset += 4
+            elif wire == 2:
+                size, offset = _read_varint(event, offset)
+                offset += size
+            else:
+                return None
+    except IndexError:
+        return None
+    return None
+
+
+def _read_varint(data: bytes, offset: int) -> tuple[int, int]:
+    value, shift = 0, 0
+    while True:
+        byte = data[offset]
+        offset += 1
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            return value, offset
 
 
 def _to_float(value: Any) -> float:

@@ -15,6 +15,12 @@ silently train a different agent; any other difference (``run.steps``,
 ``run.log_every``, ...) is allowed, printed, and the new config is saved with
 the old one kept as ``config.before-<time>.yaml``.
 
+A run folder has one writer: the CLI locks it (``dreamer_tf.run.lock``) before
+reading or writing anything in it, and a second process on the same folder is
+refused with the holder's PID and host. A folder that holds records
+(``metrics.jsonl`` / ``scores.jsonl`` rows, checkpoint folders) but no
+loadable checkpoint is refused too, untouched: starting it afresh would erase them.
+
 Exit codes: 0 done, 2 a problem the user can fix (the message says what),
 128 + signal number when stopped by SIGINT / SIGTERM after a final checkpoint.
 """
@@ -51,6 +57,37 @@ class AgentUnavailableError(ImportError):
 
 class ConfigMismatchError(ConfigError):
     """A resumed run was started with a config that changes the model."""
+
+
+class OrphanRecordsError(RuntimeError):
+    """The run folder holds an earlier run's records but no checkpoint to resume them from."""
+
+
+def check_no_orphan_records(logdir: Path) -> None:
+    """Raise ``OrphanRecordsError`` if ``logdir`` holds records that a fresh start would erase.
+
+    Called when no loadable checkpoint was found: a fresh start truncates ``metrics.jsonl`` and
+    ``scores.jsonl`` to step 0 and overwrites ``checkpoint/`` at its first save, so a folder with rows
+    or with checkpoint folders (e.g. ``latest`` without its manifest) is refused instead.
+    """
+    from dreamer_tf.run.metrics import METRICS_FILE, SCORES_FILE, read_jsonl
+
+    found = []
+    for name in (METRICS_FILE, SCORES_FILE):
+        rows = len(read_jsonl(logdir / name))
+        if rows:
+            found.append(f"{name} with {rows} rows")
+    folders = [
+        p for p in (logdir / "checkpoint" / "latest", logdir / "checkpoint" / "previous") if p.is_dir()
+    ]
+    for folder in folders:
+        found.append(f"{folder.relative_to(logdir)}/ without its manifest.json")
+    if found:
+        raise OrphanRecordsError(
+            f"{logdir} holds an earlier run's records ({'; '.join(found)}) but no loadable checkpoint, so "
+            "resuming would erase them; nothing was changed. Restore the checkpoint, or start over with a "
+            "new --logdir (or delete the folder)."
+        )
 
 
 def resolve_agent(name: str) -> Any:
@@ -189,9 +226,15 @@ def make_replay(config: Config) -> Any:
 
 
 def make_logger(config: Config, logdir: str | Path) -> Any:
+    from dreamer_tf.envs import split_task
     from dreamer_tf.run.metrics import Logger
 
-    return Logger(logdir, total_steps=config.run.steps, progress=config.run.progress)
+    records: list[str] = []
+    if split_task(config.task)[0] == "bsuite":
+        from dreamer_tf.envs.bsuite import record_files
+
+        records = record_files(config.task, config)  # kept in step with the checkpoints
+    return Logger(logdir, total_steps=config.run.steps, progress=config.run.progress, records=records)
 
 
 def describe(config: Config) -> str:
@@ -226,21 +269,45 @@ def describe(config: Config) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m dreamer_tf`` and the ``dreamer-tf`` script."""
     from dreamer_tf.envs import UnknownTaskError, split_task
-    from dreamer_tf.envs.wrappers import MissingPackageError
-    from dreamer_tf.run import loop
-    from dreamer_tf.run.checkpoint import Checkpoint, CheckpointError
+    from dreamer_tf.run.checkpoint import Checkpoint
+    from dreamer_tf.run.lock import RunLock, RunLockedError
 
+    lock = None
     try:
         config = parse_args(argv)
         split_task(config.task)  # an unknown task fails here, before a run folder exists
         agent_class = resolve_agent(config.agent_name)
         logdir = Path(config.logdir)
-        resuming = Checkpoint(logdir / "checkpoint").exists()
         logdir.mkdir(parents=True, exist_ok=True)
+        # Taken before anything in the folder is read for resuming, written or truncated.
+        lock = RunLock(logdir)
+        lock.acquire()
+        resuming = Checkpoint(logdir / "checkpoint").exists()
+        if not resuming:
+            check_no_orphan_records(logdir)
         save_config(config, logdir, resuming)
-    except (ConfigError, UnknownTaskError, AgentUnavailableError) as error:
+    except (
+        ConfigError,
+        UnknownTaskError,
+        AgentUnavailableError,
+        RunLockedError,
+        OrphanRecordsError,
+    ) as error:
+        if lock is not None:
+            lock.release()
         print(f"error: {error}", file=sys.stderr)
         return 2
+    try:
+        return _train(config, logdir, agent_class, resuming)
+    finally:
+        lock.release()
+
+
+def _train(config: Config, logdir: Path, agent_class: Any, resuming: bool) -> int:
+    from dreamer_tf.envs.wrappers import MissingPackageError
+    from dreamer_tf.run import loop
+    from dreamer_tf.run.checkpoint import CheckpointError
+
     print(describe(config), file=sys.stderr)
     if resuming:
         print("Found a checkpoint: resuming.", file=sys.stderr)

@@ -121,14 +121,15 @@ def test_run_states(tmp_path):
     write_status(spec.logdir, "done", 100, None)
     assert spec.state()[0] == "done"
     assert RunSpec.from_dict({**spec.to_dict(), "steps": 200}).state()[0] == "pending"  # more steps: resume
-    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    hold = "import sys, time; from dreamer_tf.run.lock import RunLock; RunLock(sys.argv[1]).acquire(); print(1, flush=True); time.sleep(30)"  # noqa: E501
+    holder = subprocess.Popen([sys.executable, "-c", hold, spec.logdir], stdout=subprocess.PIPE, text=True)
     try:
         write_status(spec.logdir, "running", 50, None)
-        (Path(spec.logdir) / "suite.lock").write_text(f"{sleeper.pid} host\n")
+        assert holder.stdout.readline().strip() == "1"
         assert spec.state()[0] == "running"  # held by a live process: a second sweep leaves it alone
     finally:
-        sleeper.kill()
-        sleeper.wait()
+        holder.kill()
+        holder.wait()
     assert spec.state()[0] == "pending"  # its process is gone: resume
     assert RunSpec.from_dict(spec.to_dict()) == spec
 
