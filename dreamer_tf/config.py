@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import math
 import re
 import sys
 from collections.abc import Iterator, Mapping
@@ -44,6 +45,15 @@ _Loader.add_implicit_resolver(
 
 def yaml_load(text: str) -> Any:
     return yaml.load(text, Loader=_Loader)
+
+
+def describe_yaml_error(error: Exception) -> str:
+    """A one-line reason for a YAML (or decoding) error, with the line it happened at when known."""
+    mark = getattr(error, "problem_mark", None)
+    problem = getattr(error, "problem", None)
+    if problem and mark is not None:
+        return f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
+    return (str(error).splitlines() or [type(error).__name__])[0]
 
 
 class ConfigError(ValueError):
@@ -140,8 +150,22 @@ class Config(Mapping):
 
     @classmethod
     def load(cls, path: str | Path) -> Config:
-        """A saved config; keys saved under an old name (``RENAMED``) come back under the new one."""
-        flat = Config(yaml_load(Path(path).read_text())).flat()
+        """A saved config; keys saved under an old name (``RENAMED``) come back under the new one.
+
+        A file that is not YAML or not a mapping raises ``ConfigError`` naming the file.
+        """
+        try:
+            data = yaml_load(Path(path).read_text())
+        except (yaml.YAMLError, UnicodeDecodeError) as error:
+            raise ConfigError(
+                f"{path} is not a readable config ({describe_yaml_error(error)}); fix or delete it."
+            ) from None
+        if not isinstance(data, Mapping):
+            raise ConfigError(
+                f"{path} is not a readable config (it holds a {type(data).__name__}, not a mapping of keys); "
+                "fix or delete it."
+            )
+        flat = Config(data).flat()
         return cls(_unflatten(rename_keys(flat)))
 
 
@@ -258,6 +282,117 @@ def rename_keys(flat: Mapping[str, Any], warn: bool = False) -> dict[str, Any]:
             key = RENAMED[key]
         out[key] = value
     return out
+
+
+class Range:
+    """An allowed range for a number: ``Range(min=0, min_open=True)`` is ``> 0``.
+
+    ``check(value)`` is True for values inside; NaN is never inside.
+    """
+
+    def __init__(
+        self,
+        min: float | None = None,
+        max: float | None = None,
+        min_open: bool = False,
+        max_open: bool = False,
+    ) -> None:
+        self.min, self.max, self.min_open, self.max_open = min, max, min_open, max_open
+
+    def check(self, value: Any) -> bool:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+            return False
+        if self.min is not None and (value <= self.min if self.min_open else value < self.min):
+            return False
+        if self.max is not None and (value >= self.max if self.max_open else value > self.max):
+            return False
+        return True
+
+    def __str__(self) -> str:
+        low = None if self.min is None else f"{'>' if self.min_open else '>='} {self.min:g}"
+        high = None if self.max is None else f"{'<' if self.max_open else '<='} {self.max:g}"
+        return " and ".join(part for part in (low, high) if part)
+
+
+class Choice:
+    """One of a fixed set of strings."""
+
+    def __init__(self, *options: str) -> None:
+        self.options = options
+
+    def check(self, value: Any) -> bool:
+        return value in self.options
+
+    def __str__(self) -> str:
+        return "one of " + ", ".join(self.options)
+
+
+POSITIVE, AT_LEAST_ONE, NON_NEGATIVE = Range(0, min_open=True), Range(1), Range(0)
+UNIT, UNIT_OPEN = Range(0, 1), Range(0, 1, max_open=True)
+
+# Allowed values of the keys where a bad value breaks a run (a crash, a division by zero) or silently
+# makes it meaningless (a negative learning rate, a run that never trains). Keys are dotted paths or
+# regular expressions over them, as in presets. ``validate`` checks every leaf they match.
+CONSTRAINTS: dict[str, Range | Choice] = {
+    "batch_size": AT_LEAST_ONE,
+    "batch_length": AT_LEAST_ONE,
+    "replay_context": NON_NEGATIVE,
+    "compile.precision": Choice("auto", "float32", "bfloat16", "float16"),
+    "run.steps": POSITIVE,
+    "run.train_ratio": POSITIVE,
+    "run.envs": AT_LEAST_ONE,
+    "run.parallel": Choice("auto", "none", "process"),
+    "run.train_fill": NON_NEGATIVE,
+    "run.eval_every": NON_NEGATIVE,
+    "run.eval_eps": AT_LEAST_ONE,
+    "run.eval_envs": AT_LEAST_ONE,
+    "run.log_every": NON_NEGATIVE,
+    "run.episode_timeout": POSITIVE,
+    # run.save_every: any number; a negative one turns periodic checkpoints off.
+    "replay.size": AT_LEAST_ONE,
+    "replay.chunk": AT_LEAST_ONE,
+    "agent.loss_scales\\..*": NON_NEGATIVE,
+    "agent.opt.optimizer": Choice("laprop", "adam"),
+    "agent.opt.lr": POSITIVE,
+    "agent.opt.agc": NON_NEGATIVE,
+    "agent.opt.pmin": NON_NEGATIVE,
+    "agent.opt.eps": NON_NEGATIVE,
+    "agent.opt.beta1": UNIT_OPEN,
+    "agent.opt.beta2": UNIT_OPEN,
+    "agent.opt.warmup": NON_NEGATIVE,
+    "agent.opt.actor": POSITIVE,
+    "agent.dyn.(deter|hidden|stoch|classes|blocks)": AT_LEAST_ONE,
+    "agent.dyn.(imglayers|obslayers|dynlayers)": AT_LEAST_ONE,
+    "agent.dyn.free_nats": NON_NEGATIVE,
+    "(agent|ppo)\\..*\\.unimix": UNIT_OPEN,
+    "(agent|ppo)\\..*\\.(units|depth|kernel|bins)": AT_LEAST_ONE,
+    "(agent|ppo)\\..*\\.layers": NON_NEGATIVE,
+    "agent.(retnorm|valnorm|advnorm).impl": Choice("perc", "meanstd", "none"),
+    "agent.(retnorm|valnorm|advnorm).rate": UNIT,
+    "agent.imag_length": AT_LEAST_ONE,
+    "agent.horizon": AT_LEAST_ONE,
+    "agent.(imag_loss|repl_loss).lam": UNIT,
+    "ppo.(rollout_length|epochs|minibatches)": AT_LEAST_ONE,
+    "ppo.discount": Range(0, 1, min_open=True),
+    "ppo.lam": UNIT,
+    "ppo.(clip|lr|max_grad_norm)": POSITIVE,
+    "ppo.(eps|value_clip|value_coef|entropy_coef)": NON_NEGATIVE,
+    "ppo.value_norm_rate": UNIT,
+}
+
+
+def validate(config: Config, constraints: Mapping[str, Range | Choice] | None = None) -> None:
+    """Raise ``ConfigError`` for the first value outside its range in ``CONSTRAINTS``.
+
+    The message is one line naming the key, the value and the allowed range.
+    """
+    flat = config.flat()
+    for pattern, allowed in (CONSTRAINTS if constraints is None else constraints).items():
+        for key in _match_keys(pattern, flat):
+            value = flat[key]
+            values = value if isinstance(value, tuple) else (value,)
+            if not all(allowed.check(v) for v in values):
+                raise ConfigError(f"'{key}' is {value!r}, but it must be {allowed}.")
 
 
 def parse_overrides(argv: list[str]) -> dict[str, str]:

@@ -48,6 +48,27 @@ def split_task(task: str) -> tuple[str, str]:
     )
 
 
+def check_task(task: str) -> None:
+    """Raise ``UnknownTaskError`` if ``task`` names no task of its domain, without creating anything.
+
+    A domain module may define ``check(name)``, which raises ``ValueError`` for a name it does not
+    know; it must be cheap (no simulator started, no worker). Domains without one, and domains whose
+    package is missing, are checked when the environment is made.
+    """
+    from dreamer_tf.envs.wrappers import MissingPackageError
+
+    domain, name = split_task(task)
+    check = getattr(importlib.import_module(DOMAINS[domain][0]), "check", None)
+    if check is None:
+        return
+    try:
+        check(name)
+    except MissingPackageError:
+        return
+    except ValueError as error:
+        raise UnknownTaskError(f"Unknown task '{task}': {error}") from None
+
+
 def make(task: str, config: Any) -> Env:
     """Create the environment for ``task`` using the ``config.env.<domain>`` settings."""
     domain, name = split_task(task)

@@ -59,6 +59,19 @@ def all_ids() -> list[str]:
         return [f"{name}/{index}" for name, count in EXPERIMENTS.items() for index in range(count)]
 
 
+def check(task: str) -> None:
+    """Raise ``ValueError`` if ``task`` is not a bsuite id (``dreamer_tf.envs.check_task``)."""
+    ids = all_ids()
+    if task not in ids:
+        experiment = task.split("/")[0]
+        same = [i for i in ids if i.split("/")[0] == experiment]
+        if same:
+            known = f"{experiment} has the ids {same[0]} to {same[-1]}"
+        else:
+            known = "list the ids with: python -m dreamer_tf.envs --domain bsuite"
+        raise ValueError(f"bsuite has no id '{task}' ({known}).")
+
+
 def results_dir(config: Any) -> str:
     """Where the CSV files go (see the module docstring)."""
     settings = config.env.bsuite

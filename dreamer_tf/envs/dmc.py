@@ -22,12 +22,14 @@ then opened with ``RTLD_DEEPBIND``, which makes it prefer its own LLVM; PyOpenGL
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import ctypes
 import importlib
 import importlib.util
 import os
 import shutil
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -86,6 +88,45 @@ def split_name(name: str) -> tuple[str, str]:
             return domain, name[len(domain) + 1 :]
     domain, task = name.split("_", 1)
     return ("ball_in_cup" if domain == "cup" else domain), task
+
+
+def check(name: str) -> None:
+    """Raise ``ValueError`` if dm_control has no task ``name`` (``dreamer_tf.envs.check_task``).
+
+    Reads the suite's sources instead of importing it: importing dm_control loads MuJoCo and its
+    renderer, which must wait until ``isolate_osmesa`` has run (see the module docstring).
+    """
+    try:
+        spec = importlib.util.find_spec("dm_control")
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or not spec.submodule_search_locations:
+        return  # not installed: making the environment says what to install
+    suite = Path(list(spec.submodule_search_locations)[0]) / "suite"
+    domains = sorted(p.stem for p in suite.glob("*.py") if _suite_tasks(p))
+    if "_" not in name:
+        raise ValueError(f"dm_control tasks are named <domain>_<task>; domains: {', '.join(domains)}.")
+    domain, task = split_name(name)
+    path = suite / f"{domain}.py"
+    tasks = _suite_tasks(path) if path.exists() else []
+    if not tasks:
+        raise ValueError(f"dm_control has no domain '{domain}'; domains: {', '.join(domains)}.")
+    if task not in tasks:
+        raise ValueError(f"dm_control's {domain} has the tasks {', '.join(tasks)}.")
+
+
+def _suite_tasks(path: Path) -> list[str]:
+    """The functions of a dm_control suite module registered with ``@SUITE.add``."""
+    try:
+        tree = ast.parse(path.read_text())
+    except (OSError, SyntaxError, UnicodeDecodeError):
+        return []
+    return [
+        node.name
+        for node in tree.body
+        if isinstance(node, ast.FunctionDef)
+        and any("SUITE.add" in ast.unparse(decorator) for decorator in node.decorator_list)
+    ]
 
 
 class DMC(Wrapper):

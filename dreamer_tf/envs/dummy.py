@@ -133,6 +133,12 @@ class Dummy(Env):
         }
 
 
+def check(task: str) -> None:
+    """Raise ``ValueError`` if ``task`` is not a dummy task (``dreamer_tf.envs.check_task``)."""
+    if task not in TASKS:
+        raise ValueError(f"the dummy domain has the tasks {', '.join('dummy_' + t for t in TASKS)}.")
+
+
 def make(task: str, config: Any) -> Env:
     """``dummy_disc``, ``dummy_cont`` (and the ``_match`` variants) with ``config.env.dummy``."""
     settings = config.env.dummy

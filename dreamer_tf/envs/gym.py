@@ -314,10 +314,9 @@ def _to_gym_containers(node: Any, space: Any, gym: Any) -> Any:
     return node
 
 
-def make_gym_env(env_id: str, **kwargs: Any) -> Any:
-    """``gymnasium.make(env_id, **kwargs)`` with errors that say what to install or which id was meant."""
+def _gymnasium(env_id: str) -> Any:
+    """The ``gymnasium`` module, with the package that registers ``env_id``'s namespace imported."""
     gymnasium = require("gymnasium", "gymnasium", INSTALL)
-    error_types = gymnasium.error
     namespace = env_id.split("/")[0] if "/" in env_id else None
     if namespace in NAMESPACE_PACKAGES:
         # Gymnasium 1.x no longer imports plugin packages itself; importing them registers their ids.
@@ -325,6 +324,31 @@ def make_gym_env(env_id: str, **kwargs: Any) -> Any:
         imported = require(module, package, install)
         if hasattr(gymnasium, "register_envs"):
             gymnasium.register_envs(imported)
+    return gymnasium
+
+
+def check(env_id: str) -> None:
+    """Raise ``ValueError`` if Gymnasium has no ``env_id`` (``dreamer_tf.envs.check_task``).
+
+    Looks the id up in the registry only; nothing is created.
+    """
+    gymnasium = _gymnasium(env_id)
+    error_types = gymnasium.error
+    try:
+        gymnasium.spec(env_id)
+    except (error_types.NameNotFound, error_types.VersionNotFound, error_types.DeprecatedEnv) as error:
+        close = difflib.get_close_matches(env_id, list(gymnasium.registry), n=5, cutoff=0.5)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise ValueError(f"Gymnasium has no environment '{env_id}' ({error}).{hint}") from None
+    except error_types.Error:
+        return  # a namespace registered by a package not imported here: gymnasium.make reports it
+
+
+def make_gym_env(env_id: str, **kwargs: Any) -> Any:
+    """``gymnasium.make(env_id, **kwargs)`` with errors that say what to install or which id was meant."""
+    gymnasium = _gymnasium(env_id)
+    error_types = gymnasium.error
+    namespace = env_id.split("/")[0] if "/" in env_id else None
     try:
         return gymnasium.make(env_id, **kwargs)
     except error_types.DependencyNotInstalled as error:

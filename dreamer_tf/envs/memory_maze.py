@@ -35,6 +35,12 @@ class MemoryMaze(Wrapper):
         super().__init__(TimeLimit(env, length) if length else env)
 
 
+def check(task: str) -> None:
+    """Raise ``ValueError`` if ``task`` is not a Memory Maze size (``dreamer_tf.envs.check_task``)."""
+    if task not in SIZES:
+        raise ValueError(f"Memory Maze has the sizes {', '.join(SIZES)}.")
+
+
 def make(task: str, config: Any) -> Env:
     """``memory_maze_<size>`` with ``config.env.memory_maze``."""
     settings = config.env.memory_maze

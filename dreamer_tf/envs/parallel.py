@@ -12,16 +12,19 @@ function, not a lambda). A step is sent to all workers before any answer is awai
 environments run concurrently. An exception in a worker is raised again here, with its original
 type and message and the worker's traceback as its cause; a worker that does not answer within
 ``timeout`` seconds raises ``TimeoutError``. ``parallel="none"`` steps the environments one after
-the other in this process, with the same results.
+the other in this process, with the same results; there the same ``timeout`` is enforced with a
+``SIGALRM`` timer when the batch runs in the main thread (signals reach only the main thread).
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import multiprocessing
 import os
 import pickle
 import signal
+import threading
 import time
 import traceback
 import weakref
@@ -74,8 +77,9 @@ class BatchEnv:
         self._workers: list[_Worker] = []
         if parallel == "none":
             try:
-                for fn in env_fns:
-                    self._envs.append(fn())
+                for index, fn in enumerate(env_fns):
+                    with _alarm(self.timeout, index, "create the environment"):
+                        self._envs.append(fn())
             except BaseException:
                 self.close()
                 raise
@@ -153,7 +157,10 @@ class BatchEnv:
                 )
         per_env = [{key: value[i] for key, value in arrays.items()} for i in range(count)]
         if self._envs:
-            results = [env.step(action) for env, action in zip(self._envs, per_env)]
+            results = []
+            for index, (env, action) in enumerate(zip(self._envs, per_env)):
+                with _alarm(self.timeout, index, "step"):
+                    results.append(env.step(action))
         else:
             for worker, action in zip(self._workers, per_env):
                 worker.send(("step", action))
@@ -236,6 +243,49 @@ class BatchEnv:
                     f"Environment {index} returned observation key(s) {extra} that its obs_space does not declare."
                 )
         return out
+
+
+class _Hung(BaseException):
+    """Raised by the ``SIGALRM`` handler of ``_alarm``; a ``BaseException`` so that an environment's
+    ``except Exception`` cannot swallow it."""
+
+
+@contextlib.contextmanager
+def _alarm(timeout: float, index: int, what: str) -> Any:
+    """Raise ``TimeoutError`` if the block (an in-process environment call) runs past ``timeout`` s.
+
+    A no-op outside the main thread, for a timeout that is not a positive finite number, or when
+    someone else (the environment itself, a test harness) has a ``SIGALRM`` handler installed.
+    Like the stop signal's handler, it interrupts Python code and sleeps, not a native call that
+    never returns to the interpreter: such an environment belongs in a subprocess.
+    """
+    usable = (
+        hasattr(signal, "setitimer")
+        and threading.current_thread() is threading.main_thread()
+        and 0 < timeout < math.inf
+        and signal.getsignal(signal.SIGALRM) in (signal.SIG_DFL, signal.SIG_IGN, None)
+    )
+    if not usable:
+        yield
+        return
+
+    def expire(signum: int, frame: Any) -> None:
+        raise _Hung
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    try:
+        try:
+            signal.setitimer(signal.ITIMER_REAL, timeout)
+            yield
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+    except _Hung:
+        raise TimeoutError(
+            f"Environment {index} did not {what} within {timeout:g} seconds and looks hung. Raise the limit "
+            "(--run.episode_timeout) if the environment is just slow."
+        ) from None
+    finally:
+        signal.signal(signal.SIGALRM, previous)
 
 
 class _Worker:

@@ -114,6 +114,12 @@ class ProcGen(Env):
             self._env.close()
 
 
+def check(task: str) -> None:
+    """Raise ``ValueError`` if ``task`` is not a ProcGen game (``dreamer_tf.envs.check_task``)."""
+    if task not in GAMES:
+        raise ValueError(f"ProcGen has the games {', '.join(GAMES)}.")
+
+
 def make(task: str, config: Any) -> Env:
     """``procgen_<game>`` with ``config.env.procgen``."""
     settings = dict(config.env.procgen)

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from dreamer_tf.harness.report import build_report
-from dreamer_tf.harness.results import REFERENCE_ENV, Published
+from dreamer_tf.harness.results import REFERENCE_ENV, Published, ReferenceScoresError
 from dreamer_tf.harness.suite import SUITES_PATH, Suite, SuiteError
 
 
@@ -49,18 +49,24 @@ def main(argv: list[str] | None = None) -> int:
     except SuiteError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    reference = Published(args.reference or os.environ.get(REFERENCE_ENV) or None)
     command = shlex.join(["scripts/make_report.py", *(sys.argv[1:] if argv is None else argv)])
-    report = build_report(
-        runs,
-        args.out,
-        suite,
-        reference,
-        bins=args.bins,
-        reps=args.reps,
-        x_range=args.x_range,
-        command=command,
-    )
+    try:
+        # An absent folder only leaves the published curves out (the report says so); a corrupt file
+        # in a folder the user pointed at is an error: a report silently missing curves would mislead.
+        reference = Published(args.reference or os.environ.get(REFERENCE_ENV) or None)
+        report = build_report(
+            runs,
+            args.out,
+            suite,
+            reference,
+            bins=args.bins,
+            reps=args.reps,
+            x_range=args.x_range,
+            command=command,
+        )
+    except ReferenceScoresError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     counts = ", ".join(f"{v} {k}" for k, v in sorted(report["counts"].items())) or "no runs"
     print(f"Runs: {counts}. {report['published']}.", file=sys.stderr)
     for note in report["notes"]:

@@ -22,8 +22,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import yaml
 
-from dreamer_tf.config import yaml_load
+from dreamer_tf.config import describe_yaml_error, yaml_load
 from dreamer_tf.harness.suite import (
     LOG_FILE,
     RUN_FILE,
@@ -35,6 +36,7 @@ from dreamer_tf.harness.suite import (
 )
 
 REFERENCE_ENV = "DREAMER_REFERENCE_SCORES"
+REDOWNLOAD = "download the published scores again with scripts/download_scores.py"
 FINAL_WINDOW = 0.1  # the last 10% of a run's env steps make its final score
 
 
@@ -203,6 +205,10 @@ def runs_table(runs: Sequence[Run]) -> pd.DataFrame:
 # ------------------------------------------------------------------ published curves
 
 
+class ReferenceScoresError(ValueError):
+    """A file of the published scores folder that cannot be read; the message names it."""
+
+
 class Published:
     """The official ``scores/`` folder: ``<file>-<method>.json.gz`` records and ``baselines.yaml``.
 
@@ -237,11 +243,24 @@ class Published:
         for folder in (self.directory, self.directory.parent):
             path = folder / "baselines.yaml"
             if path.exists():
-                data = yaml_load(path.read_text()) or {}
-                return {
-                    section: {task: (float(v[0]), float(v[1])) for task, v in (values or {}).items()}
-                    for section, values in data.items()
-                }
+                try:
+                    data = yaml_load(path.read_text()) or {}
+                    return {
+                        section: {task: (float(v[0]), float(v[1])) for task, v in (values or {}).items()}
+                        for section, values in data.items()
+                    }
+                except (
+                    yaml.YAMLError,
+                    UnicodeDecodeError,
+                    AttributeError,
+                    TypeError,
+                    ValueError,
+                    IndexError,
+                ) as error:
+                    raise ReferenceScoresError(
+                        f"{path} is not a readable baselines file ({describe_yaml_error(error)}); "
+                        f"{REDOWNLOAD}"
+                    ) from None
         return {}
 
     def records(self, file: str, method: str) -> list[dict[str, Any]]:
@@ -251,8 +270,17 @@ class Published:
             if not self.available or path is None or not path.exists():
                 self._cache[key] = []
             else:
-                with gzip.open(path, "rt") as handle:
-                    self._cache[key] = json.load(handle)
+                try:
+                    with gzip.open(path, "rt") as handle:
+                        records = json.load(handle)
+                except (OSError, EOFError, UnicodeDecodeError, json.JSONDecodeError) as error:
+                    raise ReferenceScoresError(
+                        f"{path} is not a readable gzip JSON score file ({type(error).__name__}: {error}); "
+                        f"{REDOWNLOAD}"
+                    ) from None
+                if not isinstance(records, list) or not all(isinstance(r, Mapping) for r in records):
+                    raise ReferenceScoresError(f"{path} does not hold a list of score records; {REDOWNLOAD}")
+                self._cache[key] = records
         return self._cache[key]
 
     def runs(self, domain: Mapping[str, Any], task: str, method: str) -> list[tuple[np.ndarray, np.ndarray]]:

@@ -28,7 +28,16 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from dreamer_tf.config import ConfigError, load_config, read_presets, yaml_load
+import yaml
+
+from dreamer_tf.config import (
+    ConfigError,
+    describe_yaml_error,
+    load_config,
+    read_presets,
+    validate,
+    yaml_load,
+)
 from dreamer_tf.run.lock import Holder, lock_holder
 
 SUITES_PATH = Path(__file__).with_name("suites.yaml")
@@ -133,6 +142,8 @@ class Suite:
         for key in ("agents", "budgets", "domains"):
             if key not in self.data:
                 raise SuiteError(f"{path or 'suites.yaml'} has no '{key}' section.")
+            if not isinstance(self.data[key], Mapping):
+                raise SuiteError(f"{path or 'suites.yaml'}: the '{key}' section must be a mapping of names.")
         self.domains: dict[str, dict[str, Any]] = dict(self.data["domains"])
         self.budgets: dict[str, dict[str, Any]] = dict(self.data["budgets"])
         self.agents: dict[str, dict[str, Any]] = dict(self.data["agents"])
@@ -144,7 +155,14 @@ class Suite:
         path = Path(path)
         if not path.exists():
             raise SuiteError(f"No suite file at {path}.")
-        return cls(yaml_load(path.read_text()), path)
+        try:
+            data = yaml_load(path.read_text())
+        except (yaml.YAMLError, UnicodeDecodeError) as error:
+            raise SuiteError(f"{path} is not valid YAML ({describe_yaml_error(error)}).") from None
+        if not isinstance(data, Mapping):
+            what = "empty" if data is None else f"a {type(data).__name__}, not a mapping of sections"
+            raise SuiteError(f"{path} is not a suite file: it is {what}.")
+        return cls(data, path)
 
     # ------------------------------------------------------------ tasks and budgets
 
@@ -281,6 +299,7 @@ class Suite:
                     unavailable.append((spec, reason))
                     continue
             planned.append(spec)
+        _validate_runs(planned)
         return Plan(planned, unavailable, outdir, budget)
 
     def _select_tasks(
@@ -489,6 +508,22 @@ def error_headline(error: str | None, limit: int = 300) -> str:
     lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
     line = lines[-1] if lines else ""
     return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def _validate_runs(specs: Sequence[RunSpec]) -> None:
+    """Raise ``ConfigError`` naming the first run whose config has a value out of range.
+
+    A bad ``--a.b value`` passed to the sweep is found before any run starts, not once per run.
+    """
+    checked: set[tuple[tuple[str, ...], tuple[tuple[str, str], ...]]] = set()
+    for spec in specs:
+        if (spec.presets, spec.flags) in checked:
+            continue
+        checked.add((spec.presets, spec.flags))
+        try:
+            validate(load_config(list(spec.presets), [f"--{k}={v}" for k, v in spec.flags]))
+        except ConfigError as error:
+            raise ConfigError(f"run {spec.run_id}: {error}") from None
 
 
 @functools.lru_cache(maxsize=256)

@@ -32,12 +32,16 @@ in the same folder resumes from its checkpoint: agent, replay buffer, counters,
 the update credit and the RNG states, so the curves continue where they
 stopped; the records are rewound to the checkpoint first (``Logger.resume``). A
 new run saves a checkpoint at step 0, before its first record, so that a folder
-with records always has a checkpoint to resume them from. SIGINT and SIGTERM end the run after the current iteration with a
-final checkpoint; a second SIGINT aborts at once.
+with records always has a checkpoint to resume them from. SIGINT and SIGTERM end
+the run after the current iteration with a final checkpoint; a second SIGINT
+aborts at once. A signal that arrives while the environments step abandons that
+step (a hung environment must not delay the stop), so the checkpoint holds the
+state before it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
@@ -114,12 +118,43 @@ def read_status(logdir: str | Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
+class _StepInterrupted(BaseException):
+    """Raised by the stop signal's handler inside ``_StopSignal.interruptible``.
+
+    A ``BaseException``, like ``KeyboardInterrupt``, so that an environment's ``except Exception``
+    cannot swallow it.
+    """
+
+
 class _StopSignal:
-    """Turns SIGINT / SIGTERM into a flag the loop checks between iterations."""
+    """Turns SIGINT / SIGTERM into a flag the loop checks between iterations.
+
+    Inside ``interruptible()`` (the environment steps) the handler also raises ``_StepInterrupted``.
+    Python runs signal handlers in the main thread between bytecodes and retries interrupted sleeps
+    and waits after the handler (PEP 475), so a step hung in ``time.sleep``, a socket read, a Python
+    loop, or the wait for a subprocess worker's answer is abandoned at once, while a handler that
+    only set the flag would wait for a step that may never return. This is the simplest design that
+    keeps every environment where it runs (a thread per step would move in-process environments off
+    the thread that made them, which OpenGL contexts and some simulators do not allow). Its limit: a
+    native call that never returns to the interpreter is not interrupted; such an environment
+    belongs in a subprocess (``--run.parallel process``), whose wait is always interruptible.
+    Aborting the step leaves that environment mid-step, which is harmless: the run stops, the
+    environments are closed and a resumed run makes new ones.
+    """
 
     def __init__(self) -> None:
         self.signum: int | None = None
         self._previous: dict[int, Any] = {}
+        self._interruptible = False
+
+    @contextlib.contextmanager
+    def interruptible(self) -> Any:
+        """A block that a stop signal aborts with ``_StepInterrupted`` instead of waiting for it."""
+        try:
+            self._interruptible = True
+            yield
+        finally:
+            self._interruptible = False
 
     @property
     def requested(self) -> bool:
@@ -144,6 +179,9 @@ class _StopSignal:
             f"\nReceived {signal.Signals(signum).name}: finishing the iteration and saving a checkpoint "
             "(Ctrl-C again to abort without saving)."
         )
+        if self._interruptible:
+            self._interruptible = False  # raise once: the cleanup after it runs undisturbed
+            raise _StepInterrupted
 
 
 def _say(message: str) -> None:
@@ -318,8 +356,10 @@ class _Run:
             if self._eval_due():
                 self.evaluate()
             try:
-                with self._timer("env"):
+                with self._timer("env"), self.stop.interruptible():
                     obs = self.envs.step(acts)
+            except _StepInterrupted:
+                break  # the step never happened: the checkpoint holds the state before it
             except Exception:
                 if self.stop.requested:  # workers killed by the same Ctrl-C: save and leave
                     break
@@ -430,7 +470,11 @@ class _Run:
         state = self.agent.init_policy(count)
         episodes, finished = _Episodes(count), []
         while len(finished) < wanted:
-            obs = envs.step(acts)
+            try:
+                with self.stop.interruptible():
+                    obs = envs.step(acts)
+            except _StepInterrupted:
+                break
             obs_agent = {k: v for k, v in obs.items() if not k.startswith("log/")}
             acts, state, _ = self.agent.policy(obs_agent, state, mode="eval")
             acts = {k: np.asarray(v) for k, v in acts.items()}

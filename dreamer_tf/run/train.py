@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from dreamer_tf.config import Config, ConfigError, load_config
+from dreamer_tf.config import Config, ConfigError, load_config, validate
 
 AGENTS: dict[str, str] = {
     "dreamerv3": "dreamer_tf.dreamerv3.agent:Agent",
@@ -170,6 +170,34 @@ def check_resume_config(config: Config, saved: Config) -> list[str]:
     return changes
 
 
+def prepare_logdir(logdir: Path) -> None:
+    """Create the run folder (if new) and make sure files can be written in it.
+
+    Raises ``ConfigError`` with one line when ``logdir`` or a parent is a file, or the folder cannot be
+    created or written: found now, before any environment or agent starts, not at the first save.
+    """
+    existing = next((p for p in (logdir, *logdir.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        if existing == logdir:
+            raise ConfigError(f"--logdir {logdir} is a file, not a folder.")
+        raise ConfigError(f"--logdir {logdir} is inside {existing}, which is a file, not a folder.")
+    try:
+        logdir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(f"Cannot create the run folder {logdir}: {error.strerror or error}.") from None
+    probe = logdir / f".write-test-{os.getpid()}"
+    try:
+        # os.access is not enough: it says yes to root on a read-only file system.
+        with open(probe, "x"):
+            pass
+        probe.unlink()
+    except OSError as error:
+        raise ConfigError(
+            f"Cannot write in the run folder {logdir}: {error.strerror or error}. Choose another --logdir "
+            "or make it writable."
+        ) from None
+
+
 def save_config(config: Config, logdir: Path, resuming: bool) -> None:
     path = logdir / "config.yaml"
     if resuming and path.exists():
@@ -178,7 +206,10 @@ def save_config(config: Config, logdir: Path, resuming: bool) -> None:
             print("Resuming with changed settings:\n  " + "\n  ".join(changes), file=sys.stderr)
             stamp = datetime.datetime.now().strftime("%Y%m%dT%H%M%S")
             path.rename(logdir / f"config.before-{stamp}.yaml")
-    config.save(path)
+    try:
+        config.save(path)
+    except OSError as error:
+        raise ConfigError(f"Cannot write {path}: {error.strerror or error}.") from None
 
 
 def seed_everything(seed: int) -> None:
@@ -268,17 +299,19 @@ def describe(config: Config) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m dreamer_tf`` and the ``dreamer-tf`` script."""
-    from dreamer_tf.envs import UnknownTaskError, split_task
+    from dreamer_tf.envs import UnknownTaskError, check_task
     from dreamer_tf.run.checkpoint import Checkpoint
     from dreamer_tf.run.lock import RunLock, RunLockedError
 
     lock = None
     try:
         config = parse_args(argv)
-        split_task(config.task)  # an unknown task fails here, before a run folder exists
+        # Every mistake in the user's input fails here, before a worker starts or a run folder exists.
+        validate(config)
+        check_task(config.task)
         agent_class = resolve_agent(config.agent_name)
         logdir = Path(config.logdir)
-        logdir.mkdir(parents=True, exist_ok=True)
+        prepare_logdir(logdir)
         # Taken before anything in the folder is read for resuming, written or truncated.
         lock = RunLock(logdir)
         lock.acquire()

@@ -1,0 +1,1 @@
+"""Fault injection: bad input, bad environments, signals and crashes, one test per defect."""

@@ -29,8 +29,8 @@ ROOT = Path(__file__).resolve().parents[2]
 RUN_SUITE = str(ROOT / "benchmarks" / "run_suite.py")
 MAKE_REPORT = str(ROOT / "scripts" / "make_report.py")
 
-# `random` trains nothing (thousands of steps per second); `bogus` is no agent the CLI knows, so its
-# runs fail before the training loop starts; the task dummy_nope fails inside the loop.
+# `random` trains nothing (thousands of steps per second); `bogus` is no agent the CLI knows and
+# dummy_nope no task of the dummy domain, so their runs fail before the training loop starts.
 TEST_SUITE = """
 agents:
   random: {label: Random, presets: [], train_ratio: false, published: ''}
@@ -92,15 +92,15 @@ def test_a_failing_run_does_not_stop_the_sweep(suite_file, tmp_path):
         "quick/dummy_disc/bogus/seed0": "failed",
         "quick/dummy_disc/random/seed0": "done",  # planned after the failures, and still run
     }
-    # Failed before the loop: the suite records the CLI's message; in the loop: the CLI's own traceback.
+    # Failed before the loop (exit code 2): the suite records the CLI's one-line message.
     early = read(out / "quick/dummy_disc/bogus/seed0/status.json")
     assert (
         early["status"] == "failed" and "Unknown agent 'bogus'" in early["error"] and early["returncode"] == 2
     )
     assert "Unknown agent 'bogus'" in runs["quick/dummy_disc/bogus/seed0"]["error"]
-    late = read(out / "broken/dummy_nope/random/seed0/status.json")
-    assert late["status"] == "failed" and "Traceback" in late["error"]
-    assert runs["broken/dummy_nope/random/seed0"]["error"].startswith("ValueError: Unknown dummy task 'nope'")
+    task = read(out / "broken/dummy_nope/random/seed0/status.json")
+    assert task["status"] == "failed" and task["returncode"] == 2 and "Traceback" not in task["error"]
+    assert "Unknown task 'dummy_nope'" in runs["broken/dummy_nope/random/seed0"]["error"]
     assert "FAILED  broken/dummy_nope/random/seed0" in result.stderr
     # A second sweep retries the failed runs and skips the finished one.
     again = sweep(*args, "--outdir", str(out))
@@ -114,7 +114,8 @@ def test_a_failing_run_does_not_stop_the_sweep(suite_file, tmp_path):
     assert report.returncode == 0, report.stderr
     table = pd.read_csv(tmp_path / "report" / "tables" / "runs.csv").set_index("run")
     assert table.loc["broken/dummy_nope/bogus/seed0", "state"] == "failed"
-    assert "Unknown agent" in table.loc["broken/dummy_nope/bogus/seed0", "error"]
+    assert "Unknown task 'dummy_nope'" in table.loc["broken/dummy_nope/bogus/seed0", "error"]
+    assert "Unknown agent" in table.loc["quick/dummy_disc/bogus/seed0", "error"]
 
 
 def wait_for(condition, timeout: float, what: str) -> None:
@@ -178,7 +179,7 @@ def test_ray_executor_on_a_local_instance(suite_file, tmp_path):
         "broken/dummy_nope/random/seed0": "failed",
     }
     assert read(out / "quick/dummy_disc/random/seed0/status.json")["step"] == 2000
-    assert "Unknown dummy task" in summary["runs"]["broken/dummy_nope/random/seed0"]["error"]
+    assert "Unknown task 'dummy_nope'" in summary["runs"]["broken/dummy_nope/random/seed0"]["error"]
 
 
 def check_trained(run_dir: Path, agent: str) -> None:
