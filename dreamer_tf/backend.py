@@ -9,6 +9,10 @@ TensorFlow: ``tf.function`` (optionally ``jit_compile``) around a
 JAX: ``jax.jit`` over a stateless step: the variable values live in the runner
 as arrays and flow through ``keras.StatelessScope``; ``sync()`` writes them
 back into the Keras variables (for saving or inspection).
+
+Both runners skip an update whose loss or gradient is not finite: the weights, the optimizer
+state and the model's other state (normalisers, slow critic) stay as they were, and the metric
+``opt/skipped`` is 1.0 (0.0 for an applied update). The training loop counts such updates.
 """
 
 from __future__ import annotations
@@ -79,6 +83,20 @@ def _global_norm(tensors) -> Any:
     return ops.sqrt(sum(ops.sum(ops.square(ops.cast(t, "float32"))) for t in tensors if t is not None))
 
 
+def _all_finite(loss, grads, scaling: bool) -> Any:
+    """Whether an update may be applied: a finite loss and, without loss scaling, finite gradients.
+
+    Under loss scaling an overflowing gradient is routine and the ``LossScaleOptimizer`` already
+    skips that step and lowers its scale, so only the loss is judged here.
+    """
+    finite = ops.all(ops.isfinite(loss))
+    if not scaling:
+        for grad in grads:
+            if grad is not None:
+                finite = ops.logical_and(finite, ops.all(ops.isfinite(grad)))
+    return finite
+
+
 def _rms(tensors) -> Any:
     count = sum(math.prod(t.shape) for t in tensors)
     return _global_norm(tensors) / math.sqrt(count)
@@ -132,6 +150,10 @@ class TensorFlowRunner:
     def _train_step(self, data):
         tf = self.tf
         variables = self.model.trainable_variables
+        state = self.model.non_trainable_variables
+        # The forward pass writes some of the model's state (normalisers, seeds); a skipped update
+        # puts these values back. Reads are ordered before the later writes to the same variable.
+        before = [tf.identity(v) for v in state]
         with tf.GradientTape() as tape:
             loss, (metrics, updates) = self.model.train_loss(data)
             scaled = self.optimizer.scale_loss(loss) if self.scaling else loss
@@ -143,23 +165,34 @@ class TensorFlowRunner:
         # half done, so the same step on the same state gave different metrics now and then.
         with tf.control_dependencies(tf.nest.flatten((loss, metrics, updates))):
             grads = [None if g is None else tf.identity(g) for g in grads]
+        finite = _all_finite(loss, grads, self.scaling)
+        scale = ops.convert_to_tensor(self.optimizer.dynamic_scale) if self.scaling else None
+
+        def apply():
+            self.optimizer.apply(grads, variables)
+            self.model.after_update()
+            return tf.constant(0.0)
+
+        def skip():
+            for var, value in zip(state, before):
+                var.assign(value)
+            return tf.constant(1.0)
+
+        skipped = tf.cond(finite, apply, skip)
         if self.scaling:
-            scale = ops.convert_to_tensor(self.optimizer.dynamic_scale)
-            self.optimizer.apply(grads, variables)
             grads = [g / scale for g in grads]
-        else:
-            self.optimizer.apply(grads, variables)
-        self.model.after_update()
         metrics = dict(metrics)
-        metrics.update(
-            {
-                "opt/loss": loss,
-                "opt/grad_norm": _global_norm(grads),
-                "opt/grad_rms": _rms(grads),
-                "opt/param_rms": _rms(variables),
-                "opt/updates": ops.cast(self.optimizer.iterations, "float32"),
-            }
-        )
+        with tf.control_dependencies([skipped]):
+            metrics.update(
+                {
+                    "opt/loss": loss,
+                    "opt/grad_norm": _global_norm(grads),
+                    "opt/grad_rms": _rms(grads),
+                    "opt/param_rms": _rms([v.value for v in variables]),
+                    "opt/updates": ops.cast(self.optimizer.iterations, "float32"),
+                    "opt/skipped": skipped,
+                }
+            )
         return metrics, updates
 
     def _policy_step(self, obs, carry, sample):
@@ -249,25 +282,31 @@ class JaxRunner:
             scale_var = self.optimizer.dynamic_scale
             index = [id(v) for v in self.optimizer.variables].index(id(scale_var))
             self._loss_scale = opt[index]
-        grads, (loss, (metrics, updates), non_trainable) = jax.grad(self._loss, has_aux=True)(
+        grads, (loss, (metrics, updates), new_non_trainable) = jax.grad(self._loss, has_aux=True)(
             trainable, non_trainable, data
         )
-        new_trainable, opt = self.optimizer.stateless_apply(opt, grads, trainable)
+        finite = _all_finite(loss, grads, self.scaling)
+        new_trainable, new_opt = self.optimizer.stateless_apply(opt, grads, trainable)
         if self.scaling:
             grads = [g / self._loss_scale for g in grads]
-        with self._scope(new_trainable, non_trainable) as scope:
+        with self._scope(new_trainable, new_non_trainable) as scope:
             self.model.after_update()
-        non_trainable = self._updated(scope, non_trainable)
+        new_non_trainable = self._updated(scope, new_non_trainable)
+        # A non-finite loss or gradient keeps the whole state as it was; selecting inside the
+        # compiled step avoids a host round trip per update.
+        keep = lambda new, old: [jax.numpy.where(finite, n, o) for n, o in zip(new, old)]  # noqa: E731
+        state = (keep(new_trainable, trainable), keep(new_non_trainable, non_trainable), keep(new_opt, opt))
         metrics = dict(metrics)
         metrics.update(
             {
                 "opt/loss": loss,
                 "opt/grad_norm": _global_norm(grads),
                 "opt/grad_rms": _rms(grads),
-                "opt/param_rms": _rms(new_trainable),
+                "opt/param_rms": _rms(state[0]),
+                "opt/skipped": 1.0 - ops.cast(finite, "float32"),
             }
         )
-        return (new_trainable, non_trainable, opt), (metrics, updates)
+        return state, (metrics, updates)
 
     def gradients(self, data: dict) -> list[np.ndarray]:
         """The unscaled loss gradient of every trainable variable at the current weights (no update)."""

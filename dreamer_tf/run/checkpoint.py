@@ -69,9 +69,28 @@ class Checkpoint:
         if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
             raise TypeError(f"Checkpoint state must be a dict with string keys, got {type(state).__name__}.")
         self.directory.mkdir(parents=True, exist_ok=True)
-        self._remove_stale_tmp()
+        self.remove_stale()
         tmp = self.directory / f"tmp-{os.getpid()}-{next(self._counter)}"
         tmp.mkdir()
+        try:
+            self._write(tmp, state, replay)
+        except Exception:
+            # A failed write (a full disk) leaves no half-written folder behind; ``latest`` is untouched.
+            # An abort (a second Ctrl-C) leaves it like a kill would, for the next start to remove.
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        if _complete(self.latest):
+            # ``previous`` is only left over from a crash after ``latest`` was complete.
+            shutil.rmtree(self.previous, ignore_errors=True)
+            os.rename(self.latest, self.previous)
+        elif self.latest.exists():
+            shutil.rmtree(self.latest)
+        os.rename(tmp, self.latest)
+        _fsync_dir(self.directory)
+        shutil.rmtree(self.previous, ignore_errors=True)
+        return self.latest
+
+    def _write(self, tmp: Path, state: dict[str, Any], replay: Any) -> None:
         files: dict[str, dict[str, Any]] = {}
         tree: dict[str, Any] = {}
         for key, value in state.items():
@@ -99,16 +118,6 @@ class Checkpoint:
         manifest.write_text(json.dumps({"format": FORMAT, "files": files}, indent=1))
         _fsync_file(manifest)
         _fsync_dir(tmp)
-        if _complete(self.latest):
-            # ``previous`` is only left over from a crash after ``latest`` was complete.
-            shutil.rmtree(self.previous, ignore_errors=True)
-            os.rename(self.latest, self.previous)
-        elif self.latest.exists():
-            shutil.rmtree(self.latest)
-        os.rename(tmp, self.latest)
-        _fsync_dir(self.directory)
-        shutil.rmtree(self.previous, ignore_errors=True)
-        return self.latest
 
     def load(self, replay: Any = None, fallback: bool = False) -> dict[str, Any] | None:
         """The newest complete checkpoint's state, or ``None`` if there is none.
@@ -198,10 +207,30 @@ class Checkpoint:
                     f"({type(error).__name__}: {error})."
                 ) from error
 
-    def _remove_stale_tmp(self) -> None:
-        # Folders of saves that a crash interrupted; never complete, never loaded.
+    def remove_stale(self) -> list[Path]:
+        """Delete the ``tmp-<pid>-<n>`` folders of saves that a crash or a full disk interrupted
+        (never complete, never loaded), except those of another live process; returns them."""
+        removed = []
         for path in self.directory.glob("tmp-*"):
+            pid = path.name.split("-")[1] if path.name.count("-") >= 2 else ""
+            if pid.isdigit() and process_alive(int(pid)):
+                continue
             shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+        return removed
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process ``pid`` other than this one runs on this machine."""
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
 
 
 # ------------------------------------------------------------------ tree encoding

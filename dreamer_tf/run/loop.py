@@ -37,12 +37,22 @@ the run after the current iteration with a final checkpoint; a second SIGINT
 aborts at once. A signal that arrives while the environments step abandons that
 step (a hung environment must not delay the stop), so the checkpoint holds the
 state before it.
+
+Faults end the run with ``status.json`` at ``failed`` and its reason, and with a final checkpoint
+whenever the state is consistent (between iterations, between updates): an environment that
+raises or a worker that dies, a non-finite reward or float observation (refused at the step it
+arrives, before replay or training see it: ``NonFiniteError``), and ``run.max_bad_updates`` updates
+in a row with a non-finite loss or gradient (the backend skips each such update, so the weights
+stay those of the last finite one: ``BadUpdatesError``). A full disk still gets ``failed`` into
+``status.json`` where the file can be rewritten in place; temporary files of interrupted writes
+are removed when the next run starts in the folder.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime
+import errno
 import json
 import os
 import random
@@ -57,10 +67,23 @@ from typing import Any
 
 import numpy as np
 
-from dreamer_tf.run.checkpoint import Checkpoint
+from dreamer_tf.config import ConfigError
+from dreamer_tf.run.checkpoint import Checkpoint, process_alive
 from dreamer_tf.run.metrics import Aggregator
 
 STATUS_FILE = "status.json"
+
+
+class RunFailed(RuntimeError):
+    """The run stopped itself for the reason in its message; one line says it all (no traceback)."""
+
+
+class NonFiniteError(RunFailed):
+    """An environment returned a NaN or infinite reward or float observation."""
+
+
+class BadUpdatesError(RunFailed):
+    """Too many updates in a row had a non-finite loss or gradient."""
 
 
 def train(
@@ -78,7 +101,9 @@ def train(
     ``step``, ``close``), ``make_agent(obs_space, act_space, config)`` (the
     action space without ``reset``), ``make_replay(config)`` and
     ``make_logger(config, logdir)``. On an exception ``status.json`` records
-    the traceback and the exception propagates.
+    ``failed`` with the reason (the traceback, or the message of a ``RunFailed``),
+    a final checkpoint is saved if the state is consistent, and the exception
+    propagates.
     """
     logdir = Path(logdir).expanduser()
     logdir.mkdir(parents=True, exist_ok=True)
@@ -90,8 +115,14 @@ def train(
     except BaseException as error:
         if isinstance(error, KeyboardInterrupt):
             write_status(logdir, "interrupted", run.env_steps, "KeyboardInterrupt (no final checkpoint)")
-        else:
-            write_status(logdir, "failed", run.env_steps, traceback.format_exc())
+            raise
+        reason = str(error) if isinstance(error, RunFailed) else traceback.format_exc()
+        if getattr(error, "__notes__", None):
+            # Notes print after the message, but reports show a failure by its last line.
+            reason = reason.rstrip() + f"\n{type(error).__name__}: {error}"
+        saved = run.save_after_failure(error)
+        note = [saved] if saved else []
+        write_status(logdir, "failed", run.env_steps, "\n".join(note + [reason.rstrip()]))
         raise
     finally:
         stop.uninstall()
@@ -109,8 +140,37 @@ def write_status(logdir: str | Path, status: str, step: int, error: str | None =
     }
     path = Path(logdir) / STATUS_FILE
     tmp = path.with_name(f".{STATUS_FILE}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(record, indent=1) + "\n")
-    os.replace(tmp, path)
+    text = json.dumps(record, indent=1) + "\n"
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except OSError as error:
+        tmp.unlink(missing_ok=True)
+        if error.errno not in (errno.ENOSPC, errno.EDQUOT) or not path.exists():
+            raise
+        # A full disk: rewriting the small file in place reuses the blocks its truncation frees,
+        # so a failure still reaches status.json instead of leaving it at "running".
+        with open(path, "w") as file:
+            file.write(text)
+
+
+def remove_stale_files(logdir: str | Path) -> list[Path]:
+    """Delete the temporary files that interrupted writes left in a run folder; returns them.
+
+    Covers ``status.json``'s and the metrics' temporary files and the checkpoint's ``tmp-*`` folders
+    (``Checkpoint.remove_stale``). Only files of processes that are no longer alive are removed.
+    """
+    logdir = Path(logdir)
+    removed = Checkpoint(logdir / "checkpoint").remove_stale()
+    for path in logdir.glob(f".{STATUS_FILE}.*.tmp"):
+        pid = path.name[len(STATUS_FILE) + 2 : -len(".tmp")]
+        if not (pid.isdigit() and process_alive(int(pid))):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    for path in logdir.glob("*.jsonl.tmp"):
+        path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed
 
 
 def read_status(logdir: str | Path) -> dict[str, Any] | None:
@@ -244,6 +304,13 @@ class _Run:
         self.last_eval_step: int | None = None
         self.eval_rounds = 0
         self.checkpoint = Checkpoint(logdir / "checkpoint")
+        self.max_bad_updates = int(run.max_bad_updates)
+        if self.max_bad_updates < 1:
+            raise ConfigError(f"run.max_bad_updates must be at least 1, got {run.max_bad_updates}.")
+        self.bad_updates = 0  # updates skipped in a row for a non-finite loss or gradient
+        # Whether a checkpoint written now is one a resume can continue from: false while an
+        # iteration's step is half stored or an update half applied.
+        self.consistent = False
         self.train_metrics = Aggregator()
         self.episode_metrics = Aggregator()
         self.timers = Aggregator()
@@ -252,6 +319,8 @@ class _Run:
 
     def setup(self) -> None:
         config = self.config
+        for path in remove_stale_files(self.logdir):
+            _say(f"Removed {path}, left by an interrupted write.")
         write_status(self.logdir, "running", 0)
         # The checkpoint is read (and verified) and the records rewound to it before any environment
         # starts, since environments read records of their own (bsuite's CSV) when they are made.
@@ -282,6 +351,7 @@ class _Run:
             # resumes from step 0 instead of leaving records without a checkpoint behind.
             self.save()
         write_status(self.logdir, "running", self.env_steps)
+        self.consistent = True
 
     def close(self) -> None:
         for envs in (self.envs, self.eval_envs):
@@ -325,6 +395,22 @@ class _Run:
         version, internal, gauss = state["python_random"]
         random.setstate((version, tuple(internal), gauss))
 
+    def save_after_failure(self, error: BaseException) -> str:
+        """Checkpoint the last consistent state after ``error`` ended the run; returns a note for
+        ``status.json`` (empty when saved)."""
+        if self.logger is None:
+            return ""  # it failed while starting: nothing was trained, and any old checkpoint stays
+        if not self.consistent:
+            return "No final checkpoint: the run failed while its state was half updated."
+        try:
+            self.log(time.monotonic())
+            self.save()
+        except Exception as save_error:  # noqa: BLE001 - the original failure is what the user must see
+            _say(f"Saving the final checkpoint failed: {type(save_error).__name__}: {save_error}")
+            return f"No final checkpoint: saving it failed ({type(save_error).__name__}: {save_error})."
+        _say(f"Saved a checkpoint at env step {self.env_steps} after the failure.")
+        return ""
+
     def save(self) -> None:
         start = time.perf_counter()
         self.checkpoint.save({"agent": self.agent.save(), "loop": self._counters()}, replay=self.replay)
@@ -366,6 +452,7 @@ class _Run:
                 raise
             logs = {k: v for k, v in obs.items() if k.startswith("log/")}
             obs = {k: v for k, v in obs.items() if not k.startswith("log/")}
+            self._check_finite(obs, self.env_steps)
             with self._timer("policy"):
                 acts, policy_state, extra = self.agent.policy(obs, policy_state, mode="train")
             # Framework arrays (JAX, TF) become numpy once here, before replay and the envs see them.
@@ -382,6 +469,7 @@ class _Run:
             if not printed_estimate:
                 printed_estimate = True
                 self._print_memory_estimate({k: v[0] for k, v in transitions.items()})
+            self.consistent = False
             if self.on_policy:
                 self.agent.observe(transitions)
             else:
@@ -395,6 +483,7 @@ class _Run:
                 record = episodes.add(index, all_obs)
                 if record is not None:
                     self._finish_episode(record)
+            self.consistent = True
             acts = {**acts, "reset": obs["is_last"].copy()}
             self._train(count)
             now = time.monotonic()
@@ -422,11 +511,14 @@ class _Run:
     def _train(self, new_steps: int) -> None:
         if self.on_policy:
             if self.agent.ready():
+                self.consistent = False
                 with self._timer("train"):
                     metrics, gradient_steps = self.agent.update()
-                self.train_metrics.add(metrics)
-                self.updates += int(gradient_steps)
+                self.consistent = True
                 self.training_started = True
+                if self._good_update(metrics):
+                    self.train_metrics.add(metrics)
+                    self.updates += int(gradient_steps)
             return
         if not self.training_started:
             if len(self.replay) < self.train_fill:
@@ -435,16 +527,52 @@ class _Run:
         self.credit += new_steps * self.updates_per_step
         # A small tolerance so that 0.1 * 10 counts as one update, not 0.999... updates.
         due = int(self.credit + 1e-9)
-        self.credit -= due
         for _ in range(due):
             with self._timer("replay_sample"):
                 batch = self.replay.sample(self.config.batch_size)
+            self.consistent = False
             with self._timer("train"):
                 metrics, replay_updates = self.agent.train(batch)
-            if replay_updates:
-                self.replay.update(replay_updates)
-            self.train_metrics.add(metrics)
-            self.updates += 1
+            # Credit is spent one update at a time, so that a run stopped between two updates
+            # checkpoints the updates still owed.
+            self.credit -= 1
+            if self._good_update(metrics):
+                if replay_updates:
+                    self.replay.update(replay_updates)
+                self.train_metrics.add(metrics)
+                self.updates += 1
+            self.consistent = True
+
+    def _good_update(self, metrics: dict[str, Any]) -> bool:
+        """False for an update the backend skipped (``opt/skipped``) for a non-finite loss or gradient;
+        raises ``BadUpdatesError`` after ``run.max_bad_updates`` of them in a row."""
+        if not float(metrics.get("opt/skipped", 0.0)) > 0.0:
+            self.bad_updates = 0
+            return True
+        self.bad_updates += 1
+        # Only the flag is logged for a skipped update: its other metrics are NaN or describe
+        # weights that were never applied.
+        self.train_metrics.add({"opt/skipped": 1.0})
+        terms = sorted(k for k, v in metrics.items() if k.startswith("loss/") and not np.isfinite(v))
+        if terms:
+            what = "non-finite " + ", ".join(terms)
+        elif not np.isfinite(metrics.get("opt/loss", 0.0)):
+            what = "a non-finite loss"
+        else:
+            what = "a non-finite gradient (every loss term finite)"
+        message = (
+            f"Update skipped at env step {self.env_steps} (weights kept): {what}; "
+            f"{self.bad_updates} in a row, the run stops at {self.max_bad_updates} (run.max_bad_updates)."
+        )
+        _say(message)
+        if self.bad_updates >= self.max_bad_updates:
+            self.consistent = True  # the skipped updates left the weights as they were
+            raise BadUpdatesError(
+                f"{self.bad_updates} updates in a row had {what} at env step {self.env_steps}; each was "
+                "skipped, so the checkpoint holds the weights of the last finite update. Look for extreme "
+                "rewards or observations, or lower agent.opt.lr."
+            )
+        return False
 
     def _finish_episode(self, record: dict[str, Any]) -> None:
         self.episodes += 1
@@ -476,6 +604,7 @@ class _Run:
             except _StepInterrupted:
                 break
             obs_agent = {k: v for k, v in obs.items() if not k.startswith("log/")}
+            self._check_finite(obs_agent, self.env_steps, "Evaluation environment")
             acts, state, _ = self.agent.policy(obs_agent, state, mode="eval")
             acts = {k: np.asarray(v) for k, v in acts.items()}
             for index in range(count):
@@ -543,6 +672,28 @@ class _Run:
     @staticmethod
     def _zero_actions(act_space: dict[str, Any], count: int) -> dict[str, np.ndarray]:
         return {k: np.zeros((count,) + tuple(v.shape), v.dtype) for k, v in act_space.items()}
+
+    @staticmethod
+    def _check_finite(obs: dict[str, np.ndarray], env_steps: int, label: str = "Environment") -> None:
+        """Refuse a NaN or infinite reward or float observation before anything stores or learns from it.
+
+        Steps are counted one environment at a time, so environment ``i`` of this batch would have
+        made env step ``env_steps + i + 1``.
+        """
+        for key, value in obs.items():
+            if value.dtype.kind not in "fc":
+                continue
+            finite = np.isfinite(value.reshape(len(value), -1)).all(1)
+            if finite.all():
+                continue
+            index = int(np.argmin(finite))
+            bad = ~np.isfinite(value[index])
+            shown = value[index] if bad.size == 1 else f"{np.count_nonzero(bad)} of {bad.size} entries"
+            raise NonFiniteError(
+                f"{label} {index} returned a non-finite '{key}' ({shown}) at env step "
+                f"{env_steps + index + 1}; the run stopped before storing or training on it. Fix or wrap "
+                "the environment (dreamer_tf.envs.check.check_env finds such steps)."
+            )
 
     def _check_policy_output(self, acts: dict, extra: dict, obs: dict, count: int) -> None:
         missing = set(self.act_space) - set(acts)

@@ -22,7 +22,9 @@ refused with the holder's PID and host. A folder that holds records
 loadable checkpoint is refused too, untouched: starting it afresh would erase them.
 
 Exit codes: 0 done, 2 a problem the user can fix (the message says what),
-128 + signal number when stopped by SIGINT / SIGTERM after a final checkpoint.
+128 + signal number when stopped by SIGINT / SIGTERM after a final checkpoint, 1 when the run
+failed (``status.json`` holds the reason; a failure the loop diagnosed itself, such as a
+non-finite reward, is one line on stderr, anything else its traceback).
 """
 
 from __future__ import annotations
@@ -355,6 +357,9 @@ def _train(config: Config, logdir: Path, agent_class: Any, resuming: bool) -> in
         # status.json already records the failure; the user needs the message, not a traceback.
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except loop.RunFailed as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     if status == "interrupted":
         record = loop.read_status(logdir) or {}
         signame = record.get("signal", "SIGINT")
