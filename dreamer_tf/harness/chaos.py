@@ -31,7 +31,6 @@ import os
 import random
 import re
 import signal
-import struct
 import subprocess
 import sys
 import tempfile
@@ -40,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from dreamer_tf.run.checkpoint import Checkpoint, CheckpointError
-from dreamer_tf.run.metrics import read_jsonl
+from dreamer_tf.run.metrics import read_events, read_jsonl
 
 RESUMED = re.compile(r"Resumed from \S+ at env step (\d+)")
 
@@ -184,59 +183,7 @@ def tensorboard_faults(logdir: Path, metrics: list[dict]) -> int:
     """TensorBoard scalar points at (tag, step) pairs that no ``metrics.jsonl`` row has."""
     known = {(key, row["step"]) for row in metrics for key in row if key != "step"}
     return sum((tag, step) not in known for path in sorted(logdir.glob("events.out.tfevents.*"))
-               for step, tag in read_scalar_events(path))  # fmt: skip
-
-
-def read_scalar_events(path: Path):
-    """``(step, tag)`` of every scalar in a TensorBoard event file (TFRecord of ``Event`` protos)."""
-    data = path.read_bytes()
-    offset = 0
-    while offset + 12 <= len(data):
-        (length,) = struct.unpack_from("<Q", data, offset)
-        record = data[offset + 12 : offset + 12 + length]
-        offset += 12 + length + 4
-        if len(record) < length:
-            return  # a torn last record
-        fields = _fields(record)
-        step = next((v for n, v in fields if n == 2), 0)
-        for number, summary in fields:
-            if number == 5:  # Event.summary -> repeated Summary.Value (field 1) -> tag (field 1)
-                for value_number, value in _fields(summary):
-                    if value_number == 1:
-                        tag = next((v for n, v in _fields(value) if n == 1), b"")
-                        yield step, tag.decode()
-
-
-def _fields(buffer: bytes) -> list[tuple[int, Any]]:
-    """The (field number, value) pairs of a protobuf message: varints as ints, bytes as bytes."""
-    out, offset = [], 0
-    while offset < len(buffer):
-        key, offset = _varint(buffer, offset)
-        number, kind = key >> 3, key & 7
-        if kind == 0:
-            value, offset = _varint(buffer, offset)
-        elif kind == 1:
-            value, offset = buffer[offset : offset + 8], offset + 8
-        elif kind == 2:
-            size, offset = _varint(buffer, offset)
-            value, offset = buffer[offset : offset + size], offset + size
-        elif kind == 5:
-            value, offset = buffer[offset : offset + 4], offset + 4
-        else:
-            raise ValueError(f"unsupported protobuf wire type {kind}")
-        out.append((number, value))
-    return out
-
-
-def _varint(buffer: bytes, offset: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        byte = buffer[offset]
-        offset += 1
-        value |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return value, offset
-        shift += 7
+               for step, tag, _ in read_events(path))  # fmt: skip
 
 
 def chaos(args: argparse.Namespace) -> dict[str, Any]:

@@ -316,29 +316,68 @@ def _drop_events_after(path: Path, step: int) -> int:
     return dropped
 
 
+def read_events(path: str | Path, strict: bool = False) -> list[tuple[int, str, float]]:
+    """``(step, tag, value)`` of every scalar in a TensorBoard event file, in order.
+
+    Reads what ``EventWriter`` writes (a TFRecord stream of ``Event`` protocol buffers), without
+    TensorFlow. A last record torn by a kill is left out, or with ``strict`` raises ``ValueError``.
+    """
+    data = Path(path).read_bytes()
+    records = list(_records(data))
+    if strict and 12 * len(records) + 4 * len(records) + sum(map(len, records)) != len(data):
+        raise ValueError(f"{path} ends in a torn record")
+    out = []
+    for record in records:
+        fields = list(_proto_fields(record))
+        step = _signed(next((v for n, v in fields if n == 2), 0))
+        for summary in (v for n, v in fields if n == 5):  # Event.summary
+            for value in (v for n, v in _proto_fields(summary) if n == 1):  # Summary.value
+                entry = dict(_proto_fields(value))  # tag (1), simple_value (2)
+                out.append((step, entry[1].decode(), struct.unpack("<f", entry[2])[0]))
+    return out
+
+
+def _records(data: bytes):
+    """The payloads of a TFRecord stream (length, its CRC, payload, its CRC), up to a torn record."""
+    offset = 0
+    while offset + 12 <= len(data):
+        (length,) = struct.unpack_from("<Q", data, offset)
+        if offset + 12 + length + 4 > len(data):
+            return
+        yield data[offset + 12 : offset + 12 + length]
+        offset += 12 + length + 4
+
+
 def _event_step(event: bytes) -> int | None:
     """The ``step`` field of an ``Event`` protocol buffer (None if it has none or is malformed)."""
-    offset = 0
     try:
-        while offset < len(event):
-            key, offset = _read_varint(event, offset)
-            number, wire = key >> 3, key & 7
-            if wire == 0:
-                value, offset = _read_varint(event, offset)
-                if number == 2:
-                    return value - (1 << 64) if value >= 1 << 63 else value
-            elif wire == 1:
-                offset += 8
-            elif wire == 5:
-                offset += 4
-            elif wire == 2:
-                size, offset = _read_varint(event, offset)
-                offset += size
-            else:
-                return None
-    except IndexError:
+        return next((_signed(v) for n, v in _proto_fields(event) if n == 2), None)
+    except (IndexError, ValueError):
         return None
-    return None
+
+
+def _signed(value: int) -> int:
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+def _proto_fields(message: bytes):
+    """The ``(field number, value)`` pairs of a protocol buffer: varints as ints, the rest as bytes."""
+    offset = 0
+    while offset < len(message):
+        key, offset = _read_varint(message, offset)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            value, offset = _read_varint(message, offset)
+        elif wire == 1:
+            value, offset = message[offset : offset + 8], offset + 8
+        elif wire == 5:
+            value, offset = message[offset : offset + 4], offset + 4
+        elif wire == 2:
+            size, offset = _read_varint(message, offset)
+            value, offset = message[offset : offset + size], offset + size
+        else:
+            raise ValueError(f"unsupported protocol buffer wire type {wire}")
+        yield number, value
 
 
 def _read_varint(data: bytes, offset: int) -> tuple[int, int]:

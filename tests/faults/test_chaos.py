@@ -9,7 +9,7 @@ import json
 import pytest
 
 from dreamer_tf.harness import chaos
-from dreamer_tf.run.metrics import EventWriter
+from dreamer_tf.run.metrics import EventWriter, read_events
 
 # The kill-safety lives in the loop, the checkpoint format and the records, not in the backend (each
 # backend's agent save/load round trip is in tests/component/test_agent.py).
@@ -28,17 +28,18 @@ def test_a_run_killed_four_times_resumes_intact(tmp_path, capsys):
     assert code == 0
 
 
-def test_the_event_reader_reads_what_the_writer_wrote(tmp_path):
+def test_the_event_reader_reads_what_the_writer_wrote_and_spots_a_torn_record(tmp_path):
     writer = EventWriter(tmp_path)
     writer.scalars(5, {"train/loss/rep": 1.5, "fps/train": 3.0})
     writer.scalars(9, {"train/loss/rep": 1.25})
     writer.close()
     (path,) = tmp_path.glob("events.out.tfevents.*")
-    assert list(chaos.read_scalar_events(path)) == [
-        (5, "train/loss/rep"),
-        (5, "fps/train"),
-        (9, "train/loss/rep"),
-    ]
+    events = [(5, "train/loss/rep", 1.5), (5, "fps/train", 3.0), (9, "train/loss/rep", 1.25)]
+    assert read_events(path, strict=True) == events
+    path.write_bytes(path.read_bytes()[:-3])  # a kill in the middle of the last record
+    assert read_events(path) == events[:2]
+    with pytest.raises(ValueError, match="torn record"):
+        read_events(path, strict=True)
 
 
 def test_record_checks_find_repeats_and_rows_of_a_discarded_timeline(tmp_path):

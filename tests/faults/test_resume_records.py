@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from dreamer_tf.run import metrics
 from dreamer_tf.run.checkpoint import Checkpoint, CheckpointError
 from dreamer_tf.run.metrics import read_jsonl
 
@@ -45,50 +46,9 @@ def checkpoint_step(logdir: Path) -> int | None:
 
 
 def read_events(logdir: Path) -> list[tuple[int, str, float]]:
-    """(step, tag, value) of every scalar in the run's TensorBoard event files (TFRecord framing)."""
-    out = []
-    for path in sorted(logdir.glob("events.out.tfevents.*")):
-        data = path.read_bytes()
-        offset = 0
-        while offset < len(data):
-            (length,) = struct.unpack_from("<Q", data, offset)
-            event = data[offset + 12 : offset + 12 + length]
-            assert len(event) == length, f"{path.name} ends in a torn record"
-            offset += 12 + length + 4
-            fields = dict(_fields(event))
-            for value in [v for n, v in _fields(event) if n == 5]:  # Event.summary
-                for item in [v for n, v in _fields(value) if n == 1]:  # Summary.value
-                    entry = dict(_fields(item))
-                    out.append((fields.get(2, 0), entry[1].decode(), struct.unpack("<f", entry[2])[0]))
-    return out
-
-
-def _fields(message: bytes):
-    offset = 0
-    while offset < len(message):
-        key, offset = _varint(message, offset)
-        number, wire = key >> 3, key & 7
-        if wire == 0:
-            value, offset = _varint(message, offset)
-        elif wire == 1:
-            value, offset = message[offset : offset + 8], offset + 8
-        elif wire == 5:
-            value, offset = message[offset : offset + 4], offset + 4
-        else:
-            size, offset = _varint(message, offset)
-            value, offset = message[offset : offset + size], offset + size
-        yield number, value
-
-
-def _varint(data: bytes, offset: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        byte = data[offset]
-        offset += 1
-        value |= (byte & 0x7F) << shift
-        shift += 7
-        if not byte & 0x80:
-            return value, offset
+    """(step, tag, value) of every scalar in the run's TensorBoard event files, none torn."""
+    paths = sorted(logdir.glob("events.out.tfevents.*"))
+    return [event for path in paths for event in metrics.read_events(path, strict=True)]
 
 
 def assert_one_timeline(logdir: Path) -> None:
