@@ -348,6 +348,7 @@ CONSTRAINTS: dict[str, Range | Choice] = {
     "run.eval_envs": AT_LEAST_ONE,
     "run.log_every": NON_NEGATIVE,
     "run.episode_timeout": POSITIVE,
+    "run.max_bad_updates": AT_LEAST_ONE,
     # run.save_every: any number; a negative one turns periodic checkpoints off.
     "replay.size": AT_LEAST_ONE,
     "replay.chunk": AT_LEAST_ONE,
