@@ -112,7 +112,12 @@ def test_a_malformed_or_empty_suite_file_is_named(tmp_path, capsys, text):
     assert str(path) in one_error_line(capsys)
 
 
-@pytest.mark.parametrize("content", [b"not gzip at all", gzip.compress(b"{ no json"), gzip.compress(b'"x"')])
+# mtime=0: the same bytes, and test ids, in every process (pytest-xdist workers must collect alike).
+@pytest.mark.parametrize(
+    "content",
+    [b"not gzip at all", gzip.compress(b"{ no json", mtime=0), gzip.compress(b'"x"', mtime=0)],
+    ids=["not-gzip", "not-json", "not-a-list"],
+)
 def test_a_corrupt_reference_scores_file_is_named(tmp_path, capsys, content):
     runs = tmp_path / "runs" / "dmc_proprio" / "dmc_cartpole_balance" / "dreamerv3" / "seed0"
     runs.mkdir(parents=True)
