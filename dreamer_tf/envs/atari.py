@@ -15,6 +15,7 @@ and optionally converted to luminance. Each episode starts with a uniform number
 from __future__ import annotations
 
 import collections
+import difflib
 import os
 import threading
 from typing import Any
@@ -192,6 +193,27 @@ def _rom_path(ale_py: Any, game: str) -> str:
     if path is None:
         raise ValueError(f"ale-py has no ROM named '{game}'. Known: {', '.join(roms.get_all_rom_ids())}")
     return str(path)
+
+
+def check(game: str) -> None:
+    """Raise ``ValueError`` if ALE has no ROM for ``game`` (``dreamer_tf.envs.check_task``).
+
+    Without ale-py there is nothing to check against; making the environment says what to install.
+    """
+    game = ROM_ALIASES.get(game, game)
+    directory = os.environ.get("ALE_ROM_PATH")
+    if directory:
+        if not os.path.isfile(os.path.join(directory, f"{game}.bin")):
+            raise ValueError(f"ALE_ROM_PATH={directory} has no {game}.bin.")
+        return
+    roms = require("ale_py.roms", "ale-py", INSTALL)
+    known = roms.get_all_rom_ids()
+    if game not in known:
+        close = difflib.get_close_matches(game, known, n=3)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise ValueError(
+            f"ale-py has no ROM named '{game}'.{hint} List the games: python -m dreamer_tf.envs --domain atari"
+        )
 
 
 def _settings(config: Any, domain: str) -> dict[str, Any]:

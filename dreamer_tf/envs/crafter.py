@@ -43,8 +43,7 @@ class Crafter(Env):
         length: int = 10000,
         seed: int | None = None,
     ) -> None:
-        if task not in ("reward", "noreward"):
-            raise ValueError(f"Crafter tasks are 'reward' and 'noreward', got '{task}'")
+        check(task)
         crafter = require("crafter", "crafter", INSTALL)
         self._env = crafter.Env(size=tuple(size), reward=(task == "reward"), length=length, seed=seed)
         self._achievements = tuple(crafter.constants.achievements)
@@ -125,6 +124,12 @@ def crafter_score(rates: Mapping[str, float] | Iterable[float]) -> float:
     values = np.asarray(list(rates.values()) if isinstance(rates, Mapping) else list(rates), np.float64)
     assert values.size and ((values >= 0) & (values <= 100)).all(), f"success rates in percent: {values}"
     return float(np.exp(np.mean(np.log(1.0 + values))) - 1.0)
+
+
+def check(task: str) -> None:
+    """Raise ``ValueError`` unless ``task`` is ``reward`` or ``noreward`` (``dreamer_tf.envs.check_task``)."""
+    if task not in ("reward", "noreward"):
+        raise ValueError(f"Crafter tasks are 'reward' and 'noreward', got '{task}'.")
 
 
 def make(task: str, config: Any) -> Env:

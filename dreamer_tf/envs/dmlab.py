@@ -14,6 +14,7 @@ https://github.com/google-deepmind/lab/blob/master/docs/users/build.md
 
 from __future__ import annotations
 
+import difflib
 import itertools
 import re
 import zlib
@@ -164,6 +165,16 @@ class DMLab(Env):
 
     def close(self) -> None:
         self._lab.close()
+
+
+def check(level: str) -> None:
+    """Raise ``ValueError`` if ``level`` is not a DMLab-30 level (``dreamer_tf.envs.check_task``)."""
+    if level not in LEVELS:
+        close = difflib.get_close_matches(level, LEVELS, n=3)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise ValueError(
+            f"DMLab-30 has no level '{level}'.{hint} List the levels: python -m dreamer_tf.envs --domain dmlab"
+        )
 
 
 def make(task: str, config: Any) -> Env:

@@ -326,10 +326,15 @@ class MinecraftDiamond(Env):
             self._env.close()
 
 
+def check(task: str) -> None:
+    """Raise ``ValueError`` unless ``task`` is ``diamond`` (``dreamer_tf.envs.check_task``)."""
+    if task != "diamond":
+        raise ValueError(f"The Minecraft domain has the task 'diamond' only, got '{task}'.")
+
+
 def make(task: str, config: Any) -> Env:
     """``minecraft_diamond`` with ``config.env.minecraft``."""
-    if task != "diamond":
-        raise ValueError(f"The Minecraft domain has the task 'diamond' only, got '{task}'")
+    check(task)
     settings = config.env.minecraft
     env = MinecraftDiamond(size=tuple(settings.size), break_speed=float(settings.break_speed))
     return standardize(TimeLimit(env, int(settings.length)))

@@ -55,7 +55,13 @@ def test_a_value_out_of_range_is_one_line_and_exit_2(tmp_path, capsys, flags, na
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("task", ["dummy_nope", "gym_NoSuchEnv-v0", "bsuite_catch/99", "dmc_walker_nope"])
+UNKNOWN_TASKS = [
+    "dummy_nope", "gym_NoSuchEnv-v0", "bsuite_catch/99", "dmc_walker_nope", "atari_pongg", "atari100k_breakot",
+    "dmlab_rooms_watermazee", "crafter_foo", "minecraft_iron", "procgen_coinrunn", "memory_maze_10x10",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("task", UNKNOWN_TASKS)
 def test_an_unknown_task_of_a_known_domain_fails_before_workers_and_run_folder(tmp_path, task):
     # Before: 16 workers spawned, a 60-line worker traceback, exit 1 and a run folder left behind.
     command = [sys.executable, "-m", "dreamer_tf", "--task", task, *cli(tmp_path, "--run.envs", "2")]
@@ -64,6 +70,27 @@ def test_an_unknown_task_of_a_known_domain_fails_before_workers_and_run_folder(t
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and f"Unknown task '{task}'" in lines[0], result.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_every_listed_task_passes_the_up_front_check():
+    # The check must never refuse a task the catalog offers (DMLab and MineRL are not installed
+    # here: their names are checked against static lists).
+    from dreamer_tf.envs import catalog, check_task
+
+    names = [task for domain in catalog.BENCHMARKS for task in catalog.tasks(domain)]
+    assert len(names) > 200
+    for task in names:
+        check_task(task)
+
+
+def test_an_atari_game_is_checked_against_ale_rom_path(tmp_path, monkeypatch):
+    from dreamer_tf.envs import UnknownTaskError, check_task
+
+    (tmp_path / "pong.bin").write_bytes(b"")
+    monkeypatch.setenv("ALE_ROM_PATH", str(tmp_path))
+    check_task("atari_pong")
+    with pytest.raises(UnknownTaskError, match="has no breakout.bin"):
+        check_task("atari_breakout")
 
 
 def test_a_logdir_that_is_a_file_is_refused(tmp_path, capsys):
