@@ -38,6 +38,7 @@ import numpy as np
 METRICS_FILE = "metrics.jsonl"
 SCORES_FILE = "scores.jsonl"
 EVENTS_GLOB = "events.out.tfevents.*"
+MEDIA_DIR = "media"
 
 
 class Aggregator:
@@ -180,6 +181,24 @@ class Logger:
         if self._events:
             scalars = {k: v for k, v in row.items() if k != "step" and isinstance(v, (int, float))}
             self._events.scalars(self.step, scalars)
+
+    def video(self, tag: str, frames: Any, step: int | None = None, fps: float = 20) -> Path:
+        """Write ``frames`` (``[T, H, W, C]``, uint8 or floats in ``[0, 1]``) as ``media/<tag>_<step>.gif``."""
+        from dreamer_tf.run.media import media_name, write_video
+
+        step = int(self.step if step is None else step)
+        return write_video(self.logdir / MEDIA_DIR / media_name(tag, step, ".gif"), frames, fps)
+
+    def image(self, tag: str, image: Any, step: int | None = None) -> Path:
+        """Write one ``[H, W, C]`` image as ``media/<tag>_<step>.png``."""
+        from dreamer_tf.run.media import encode_png, media_name
+
+        step = int(self.step if step is None else step)
+        path = self.logdir / MEDIA_DIR / media_name(tag, step, ".png")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.with_name(path.name + ".tmp").write_bytes(encode_png(image))
+        path.with_name(path.name + ".tmp").replace(path)
+        return path
 
     def episode(self, score: float, length: int, step: int | None = None, **extras: Any) -> None:
         """Append one finished training episode to ``scores.jsonl``.
