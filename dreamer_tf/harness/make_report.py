@@ -38,6 +38,12 @@ def main(argv: list[str] | None = None) -> int:
         default="ours",
         help="learning curves up to our furthest step (default) or to the end of the published curves",
     )
+    parser.add_argument(
+        "--all-methods",
+        action="store_true",
+        help="also draw the published methods other than DreamerV3 and PPO (suites.yaml `methods`) in the "
+        "per-task curves; the per-domain figures always show them",
+    )
     args = parser.parse_args(argv)
     runs = Path(args.runs)
     if not runs.is_dir():
@@ -63,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
             reps=args.reps,
             x_range=args.x_range,
             command=command,
+            all_methods=args.all_methods,
         )
     except ReferenceScoresError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -11,7 +11,12 @@ Writes into the output folder:
     tables/aggregate.*            per domain, the paper's normalisation: mean, median, IQM, 95% CIs
     tables/bsuite.*               bsuite's capability scores (when bsuite CSV logs exist)
     tables/ablations.*            the ablations (when ablation runs exist)
-    figures/curves_<domain>.png   learning curves, ours next to the published ones
+    tables/domain_curves.csv, final_bars.csv, cross_domain.csv   the data of the three figures below
+    figures/curves_<domain>.png   learning curves per task, ours next to the published ones (and PDF)
+    figures/domain_curve_<domain>.png   per domain, the score over tasks against env steps: ours and
+                                  every published method (comparisons.py; PNG at 300 dpi and PDF)
+    figures/final_bars_<domain>.png     per domain, final scores at our budget, same methods
+    figures/cross_domain.png      one panel per domain: DreamerV3, the best other method, PPO
     figures/aggregate.png, figures/bsuite.png, figures/ablations.png
 """
 
@@ -30,7 +35,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from dreamer_tf.harness import figures
+from dreamer_tf.harness import comparisons, figures
 from dreamer_tf.harness.results import (
     Published,
     Run,
@@ -42,7 +47,7 @@ from dreamer_tf.harness.results import (
     published_end,
     runs_table,
 )
-from dreamer_tf.harness.stats import LABELS, METRICS, NORMALISATIONS, normalise, summarise
+from dreamer_tf.harness.stats import LABELS, METRICS, NORMALISATIONS, summarise
 from dreamer_tf.harness.suite import SUMMARY_FILE, Suite, read_json
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -62,8 +67,12 @@ def build_report(
     reps: int = 2000,
     x_range: str = "ours",
     command: str = "",
+    all_methods: bool = False,
 ) -> dict[str, Any]:
-    """Read the runs under ``runs_dir``, write the report into ``out``; returns ``report.json``'s content."""
+    """Read the runs under ``runs_dir``, write the report into ``out``; returns ``report.json``'s content.
+
+    ``all_methods`` adds the published methods other than the agents' own (suites.yaml ``methods``)
+    to the per-task curve grids; the per-domain figures always show them."""
     runs_dir, out = Path(runs_dir), Path(out)
     (out / "tables").mkdir(parents=True, exist_ok=True)
     (out / "figures").mkdir(parents=True, exist_ok=True)
@@ -82,7 +91,8 @@ def build_report(
     agents = {name: spec.get("published", "") for name, spec in suite.agents.items()}
     labels = {name: spec.get("label", name) for name, spec in suite.agents.items()}
     final = final_scores(runs)
-    curves = binned_curves(runs, reference, suite, agents, bins=bins, x_range=x_range)
+    extra = comparisons.other_methods(suite) if all_methods else None
+    curves = binned_curves(runs, reference, suite, agents, bins=bins, x_range=x_range, extra=extra)
     per_task = per_task_table(runs, final, reference, suite)
     bsuite_experiments, bsuite_tags, bsuite_note = bsuite_scores(runs)
     aggregates, aggregate_notes = aggregate_table(final, bsuite_experiments, reference, suite, reps)
@@ -115,8 +125,15 @@ def build_report(
         (out / "tables" / f"{name}.md").write_text(to_markdown(shown))
         (out / "tables" / f"{name}.tex").write_text(to_latex(shown, caption=TABLE_TITLES.get(name, name)))
 
-    methods = [labels[name] for name in suite.agents]
+    names = (suite.data.get("methods") or {}).get("names") or {}
+    methods = list(dict.fromkeys([labels[name] for name in suite.agents] + [str(v) for v in names.values()]))
+    paper, paper_tables = paper_figures(
+        runs, final, reference, suite, out / "figures", methods, bins, reps, x_range
+    )
+    for name, frame in paper_tables.items():
+        frame.to_csv(out / "tables" / f"{name}.csv", index=False)
     figure_paths = {
+        **paper,
         "curves": figures.curve_figures(curves, suite.domains, out / "figures", methods),
         "aggregate": figures.aggregate_figure(aggregates, out / "figures" / "aggregate.png"),
         "bsuite": figures.bsuite_figure(bsuite_tags, out / "figures" / "bsuite.png"),
@@ -132,7 +149,13 @@ def build_report(
         "notes": notes,
         "bsuite": bsuite_note,
         "tables": sorted(str(p.relative_to(out)) for p in (out / "tables").iterdir()),
-        "figures": [str(p.relative_to(out)) for paths in figure_paths.values() for p in paths],
+        "figures": [
+            str(q.relative_to(out))
+            for paths in figure_paths.values()
+            for p in paths
+            for q in (p, p.with_suffix(".pdf"))
+            if q.exists()
+        ],
         "stamp": {k: v for k, v in stamp.items() if k not in ("suite_yaml", "configs")},
     }
     (out / "report.json").write_text(json.dumps(report, indent=1, default=str) + "\n")
@@ -179,6 +202,9 @@ def per_task_table(
         for agent, spec in suite.agents.items():
             values = _values(mine[mine["agent"] == agent]) if len(mine) else np.array([])
             row.update(_describe(f"{agent}", values))
+            ended = mine[(mine["agent"] == agent) & (mine["episodes"] > 0)] if len(mine) else mine
+            scores = ended["score"].to_numpy(np.float64) if len(ended) else np.array([])
+            row[f"{agent}_note"] = missing_reason([r for r in task_runs if r.agent == agent], scores)
             method = spec.get("published", "")
             published = published_at(reference, entry, task, method, steps) if steps else np.array([])
             row.update(_describe(f"{agent}_published", published))
@@ -188,6 +214,40 @@ def per_task_table(
         row["runs"] = _state_summary(task_runs, suite)
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def shorten(text: str, limit: int = 160) -> str:
+    """``text`` cut to about ``limit`` characters at a space, never inside a word; a URL the limit
+    falls in is kept whole, as is a first word longer than ``limit``. ``…`` marks a cut (the runs
+    table has the full text)."""
+    if len(text) <= limit:
+        return text
+    start = text.rfind(" ", 0, limit + 1) + 1  # the word the limit falls in starts here
+    end = text.find(" ", limit)
+    end = len(text) if end < 0 else end
+    cut = end if start == 0 or "://" in text[start:end] else start - 1
+    return text if cut >= len(text) else text[:cut].rstrip() + " …"
+
+
+def missing_reason(agent_runs: Sequence[Run], scores: np.ndarray) -> str:
+    """Why an agent has no (or fewer) final scores on a task: the failed runs' error from status.json,
+    a non-finite score, or the runs' states; empty when every run has a finite score."""
+    scores = np.asarray(scores, np.float64)
+    nonfinite = int((~np.isfinite(scores)).sum())
+    if not agent_runs:
+        return "not run"
+    failed = [r for r in agent_runs if r.state == "failed"]
+    if failed and len(scores) - nonfinite < len(agent_runs):
+        return f"failed: {shorten(failed[0].error or 'no error recorded in status.json')}"
+    if nonfinite:
+        return "non-finite score" if nonfinite == len(scores) else f"{nonfinite} of {len(scores)} non-finite"
+    if len(scores) < len(agent_runs):
+        states = sorted({r.state for r in agent_runs})
+        unavailable = [r.error for r in agent_runs if r.state == "unavailable" and r.error]
+        if unavailable:
+            return f"unavailable: {shorten(unavailable[0])}"
+        return f"no finished episodes ({', '.join(states)})"
+    return ""
 
 
 def _describe(prefix: str, values: np.ndarray) -> dict[str, float]:
@@ -209,9 +269,60 @@ def _state_summary(task_runs: Sequence[Run], suite: Suite) -> str:
         text = ", ".join(f"{count} {state}" for state, count in sorted(states.items()))
         errors = sorted({r.error for r in task_runs if r.agent == agent and r.error})
         if errors:
-            text += f" ({errors[0][:160]})"
+            text += f" ({shorten(errors[0])})"
         parts.append(f"{label}: {text}")
     return "; ".join(parts)
+
+
+def paper_figures(
+    runs: Sequence[Run],
+    final: pd.DataFrame,
+    reference: Published,
+    suite: Suite,
+    folder: Path,
+    methods: Sequence[str],
+    bins: int,
+    reps: int,
+    x_range: str,
+) -> tuple[dict[str, list[Path]], dict[str, pd.DataFrame]]:
+    """Per domain with our runs, the aggregate learning curve and the final-score bars of ours against
+    every published method, and the cross-domain summary: the PNG paths (a PDF beside each) by figure
+    kind, and the figures' data as tables (``tables/domain_curves.csv`` ...)."""
+    curve_reps = min(reps, 1000)  # one interval per point: 30 points per source
+    paths: dict[str, list[Path]] = {"domain_curves": [], "final_bars": [], "cross_domain": []}
+    all_curves, all_bars, ylabels = [], [], {}
+    for domain, entry in suite.domains.items():
+        kind = entry.get("normalise", "raw")
+        ylabel = LABELS.get(kind, kind)
+        info = entry.get("published") or {}
+        points = comparisons.domain_curves(runs, reference, suite, domain, bins=bins, reps=curve_reps,
+                                           x_range=x_range)  # fmt: skip
+        bars = comparisons.final_bars(final, reference, suite, domain, reps=reps)
+        xlabel = figures.step_label(float(info.get("frames_per_step", 1)))
+        stem = folder / f"domain_curve_{domain}"
+        paths["domain_curves"] += figures.domain_curve_figure(points, domain, ylabel, stem, methods, xlabel)[
+            :1
+        ]
+        stem = folder / f"final_bars_{domain}"
+        paths["final_bars"] += figures.final_bar_figure(bars, domain, ylabel, stem, methods)[:1]
+        if not bars.empty:
+            all_bars.append(bars)
+            ylabels[domain] = ylabel
+        if not points.empty:
+            all_curves.append(points)
+    bars = (
+        pd.concat(all_bars, ignore_index=True) if all_bars else pd.DataFrame(columns=comparisons.BAR_COLUMNS)
+    )
+    summary = comparisons.cross_domain(bars, suite)
+    paths["cross_domain"] = figures.cross_domain_figure(summary, ylabels, folder / "cross_domain", methods)[
+        :1
+    ]
+    curves = (
+        pd.concat(all_curves, ignore_index=True)
+        if all_curves
+        else pd.DataFrame(columns=comparisons.CURVE_COLUMNS)
+    )
+    return paths, {"domain_curves": curves, "final_bars": bars, "cross_domain": summary}
 
 
 def aggregate_table(
@@ -277,22 +388,7 @@ def aggregate_table(
     return pd.DataFrame(rows, columns=columns), notes
 
 
-def _normalised(
-    kind: str,
-    values: np.ndarray,
-    task: str,
-    entry: Mapping[str, Any],
-    reference: Published,
-    missing: set[str],
-) -> np.ndarray:
-    if not len(values) or kind not in NORMALISATIONS:
-        return values
-    section, cap = NORMALISATIONS[kind]
-    baseline = reference.baseline(section, task, entry)
-    if baseline is None:
-        missing.add(task)
-        return np.array([])
-    return normalise(values, *baseline, cap=cap)
+_normalised = comparisons.normalised
 
 
 def ablation_tables(
@@ -382,8 +478,10 @@ def display_per_task(table: pd.DataFrame, labels: Mapping[str, str]) -> pd.DataF
         {"Domain": table["domain"], "Task": table["task"], "Env steps": table["env_steps"].map(fmt)}
     )
     for agent, label in labels.items():
+        notes = table[f"{agent}_note"] if f"{agent}_note" in table else [""] * len(table)
         out[f"{label} (ours)"] = [
-            mean_std(*r) for r in table[[f"{agent}_mean", f"{agent}_std", f"{agent}_seeds"]].to_numpy()
+            mean_std(*r) + (f" ({note})" if isinstance(note, str) and note else "")
+            for r, note in zip(table[[f"{agent}_mean", f"{agent}_std", f"{agent}_seeds"]].to_numpy(), notes)
         ]
     for agent, label in labels.items():
         prefix = f"{agent}_published"
@@ -628,6 +726,25 @@ def render_html(
         if len(display["aggregate"])
         else "<p>No finished episodes yet.</p>"
     )
+
+    per_domain = figure_paths.get("domain_curves", []) + figure_paths.get("final_bars", [])
+    per_domain.sort(key=lambda p: (p.stem.removeprefix("domain_curve_").removeprefix("final_bars_"), p.stem))
+    paper = figure_paths.get("cross_domain", []) + per_domain
+    if paper:
+        parts.append("<h2>Ours against every published method</h2>")
+        parts.append(
+            "<p>Per domain, in its normalisation: the score averaged over the tasks we ran, against env "
+            "steps (band: 95% stratified-bootstrap interval), and the final scores, with every published "
+            "method read at the env steps our runs reached. The summary shows, per domain, DreamerV3 "
+            "(ours and published), the best other published method and PPO. Which methods appear, and "
+            "their names, is set in suites.yaml <code>methods</code>. Each figure is also a PDF (vector); "
+            'their data is in <a href="tables/domain_curves.csv">domain_curves.csv</a>, '
+            '<a href="tables/final_bars.csv">final_bars.csv</a> and '
+            '<a href="tables/cross_domain.csv">cross_domain.csv</a>.</p>'
+        )
+        for path in paper:
+            pdf = path.with_suffix(".pdf").relative_to(out).as_posix()
+            parts.append(img(path, path.stem) + f'<p><a href="{html.escape(pdf)}">{html.escape(pdf)}</a></p>')
 
     if has_bsuite:
         parts.append("<h2>BSuite capabilities</h2>")

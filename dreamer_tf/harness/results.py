@@ -361,12 +361,14 @@ def binned_curves(
     agents: Mapping[str, str],
     bins: int = 30,
     x_range: str = "ours",
+    extra: Mapping[str, Mapping[str, str]] | None = None,
 ) -> pd.DataFrame:
     """Long table ``domain, task, source, seed, step, score`` for the learning-curve figures.
 
     Sources are ``<label> (ours)`` for our unablated runs and ``<label> (published)`` for the
-    published curves of the same agents (``agents``: agent -> published method). The x range is our
-    furthest step (``x_range="ours"``) or the published curves' end (``"published"``).
+    published curves of the same agents (``agents``: agent -> published method) and of ``extra``
+    (domain -> {published method: label}). The x range is our furthest step (``x_range="ours"``) or
+    the published curves' end (``"published"``).
     """
     rows: list[pd.DataFrame] = []
     labels = {name: spec.get("label", name) for name, spec in suite.agents.items()}
@@ -378,9 +380,11 @@ def binned_curves(
         entry = suite.domains.get(domain, {})
         episodes = {id(run): run.episodes() for run in task_runs}
         ours_end = max([run.step for run in task_runs] + [0])
+        sources = {labels.get(agent, agent): method for agent, method in agents.items()}
+        sources.update({label: method for method, label in (extra or {}).get(domain, {}).items()})
         published = {
-            agent: reference.runs(entry, task, method)
-            for agent, method in agents.items()
+            label: reference.runs(entry, task, method)
+            for label, method in sources.items()
             if reference.available
         }
         end = ours_end
@@ -397,12 +401,10 @@ def binned_curves(
                     domain, task, f"{labels.get(run.agent, run.agent)} (ours)", run.seed, edges, values
                 )
             )
-        for agent, seeds in published.items():
+        for label, seeds in published.items():
             for seed, (xs, ys) in enumerate(seeds):
                 values = bin_curve(xs, ys, edges, True)
-                rows.append(
-                    _curve_rows(domain, task, f"{labels.get(agent, agent)} (published)", seed, edges, values)
-                )
+                rows.append(_curve_rows(domain, task, f"{label} (published)", seed, edges, values))
     columns = ["domain", "task", "source", "method", "origin", "seed", "step", "score"]
     if not rows:
         return pd.DataFrame(columns=columns)
