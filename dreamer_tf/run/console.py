@@ -7,19 +7,60 @@ print(summary(logdir, status="done", wall_seconds=63.2), file=sys.stderr)
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+
+# C++ start-up lines of TensorFlow, XLA and CUDA that say nothing a user can act on. TensorFlow logs
+# the oneDNN notice through absl before its log level is read, so TF_CPP_MIN_LOG_LEVEL cannot hide it.
+NOISE = re.compile(
+    r"All log messages before absl::InitializeLog|oneDNN custom operations are on|cpu_feature_guard"
+    r"|To enable the following instructions|rebuild TensorFlow with the appropriate compiler flags"
+    r"|Unable to register cu(DNN|FFT|BLAS) factory|computation placer already registered"
+    r"|TF-TRT Warning|successful NUMA node read|could not open file to read NUMA node"
+)
+_filtering = False
 
 
 def quiet_framework_logs() -> None:
     """Keep TensorFlow's C++ start-up messages (oneDNN notices, CUDA registration warnings, absl's
     "log messages before absl::InitializeLog()") out of the console.
 
-    Only sets defaults: a ``TF_CPP_MIN_LOG_LEVEL`` the user exported is kept. Level 2 still shows
-    errors. Must run before TensorFlow is imported; it has no effect afterwards.
+    Only when the user has not set ``TF_CPP_MIN_LOG_LEVEL``: then it defaults to 2 (errors still
+    show) and ``framework_noise_filtered`` drops the lines that level cannot reach. Must run before
+    TensorFlow is imported.
     """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    global _filtering
+    if "TF_CPP_MIN_LOG_LEVEL" not in os.environ:
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+        _filtering = True
+
+
+@contextlib.contextmanager
+def framework_noise_filtered() -> Iterator[None]:
+    """Inside, what native code writes to stderr (file descriptor 2) is held back; on exit it is
+    written out without the ``NOISE`` lines. Does nothing unless ``quiet_framework_logs`` chose to."""
+    if not _filtering:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            lines = held.read().decode(errors="replace").splitlines(keepends=True)
+            sys.stderr.write("".join(line for line in lines if not NOISE.search(line)))
+            sys.stderr.flush()
 
 
 def backend_line() -> str:
@@ -29,9 +70,10 @@ def backend_line() -> str:
     """
     if "keras" not in sys.modules:
         return "none (this agent computes with numpy)"
-    from dreamer_tf.backend import describe_device
+    with framework_noise_filtered():  # the first device query loads CUDA's libraries
+        from dreamer_tf.backend import describe_device
 
-    return describe_device()
+        return describe_device()
 
 
 def summary(logdir: str | Path, status: str, wall_seconds: float) -> str:

@@ -97,9 +97,12 @@ def resolve_agent(name: str) -> Any:
     """The agent class registered as ``name`` in ``AGENTS``, imported on first use."""
     if name not in AGENTS:
         raise ConfigError(f"Unknown agent '{name}'. Choose one of: {', '.join(AGENTS)}.")
+    from dreamer_tf.run.console import framework_noise_filtered
+
     module_name, class_name = AGENTS[name].split(":")
     try:
-        module = importlib.import_module(module_name)
+        with framework_noise_filtered():  # the agent's module brings TensorFlow or JAX in
+            module = importlib.import_module(module_name)
     except ImportError as error:
         raise AgentUnavailableError(
             f"Agent '{name}' is not available: importing {module_name} failed ({error})."
@@ -220,7 +223,10 @@ def seed_everything(seed: int) -> None:
     np.random.seed(seed % 2**32)
     if "keras" in sys.modules:
         # Only when the agent brought Keras in: the random agent must not pay for importing it.
-        sys.modules["keras"].utils.set_random_seed(seed)
+        from dreamer_tf.run.console import framework_noise_filtered
+
+        with framework_noise_filtered():  # Keras seeds TensorFlow too when installed, importing it
+            sys.modules["keras"].utils.set_random_seed(seed)
 
 
 def _make_env(task: str, config: Config, seed: int) -> Any:
