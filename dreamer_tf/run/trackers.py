@@ -48,6 +48,14 @@ PACKAGES = {
 }
 
 
+# What to check when a tracker fails to start.
+START_HINTS = {
+    "tensorboard": "check that the run folder is writable",
+    "wandb": "run `wandb login`, or set WANDB_MODE=offline to keep the run local",
+    "mlflow": "check MLFLOW_TRACKING_URI, or unset it to use <run folder>/mlruns",
+}
+
+
 class MissingTrackerError(ImportError):
     """An output chosen in ``run.loggers`` needs a package that is not installed."""
 
@@ -92,8 +100,23 @@ def make_outputs(
     names: Iterable[str], logdir: str | Path, hparams: Mapping[str, Any] | None = None
 ) -> list[Any]:
     """The outputs named in ``names`` (``jsonl`` is the logger's own and makes none here)."""
+    from dreamer_tf.config import ConfigError
+
     classes = {"tensorboard": TensorBoardOutput, "wandb": WandbOutput, "mlflow": MlflowOutput}
-    return [classes[name](Path(logdir), dict(hparams or {})) for name in names if name in classes]
+    outputs = []
+    for name in names:
+        if name not in classes:
+            continue
+        try:
+            outputs.append(classes[name](Path(logdir), dict(hparams or {})))
+        except Exception as error:  # noqa: BLE001 - a tracker's own errors: login, URI, server
+            for output in outputs:
+                output.close()
+            message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise ConfigError(
+                f"run.loggers '{name}' could not start: {message} ({START_HINTS[name]})."
+            ) from error
+    return outputs
 
 
 def _hparam_value(value: Any) -> bool | int | float | str:

@@ -211,3 +211,20 @@ def test_loggers_accept_a_list_in_a_preset(tmp_path):
     validate(config)
     assert parse_loggers(config.run.loggers) == ("jsonl", "mlflow")
     assert parse_loggers(["tensorboard", "wandb", "tensorboard"]) == ("tensorboard", "wandb")
+
+
+def test_a_tracker_that_cannot_start_fails_the_run_with_one_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "bogus-scheme://nowhere")
+    logdir = tmp_path / "run"
+    result = subprocess.run(
+        [
+            sys.executable, "-m", "dreamer_tf", "--task", "dummy_disc", "--agent", "random", "--configs",
+            "debug", "--run.steps", "20", "--run.loggers", "jsonl,mlflow", "--logdir", str(logdir),
+        ],  # fmt: skip
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert "run.loggers 'mlflow' could not start" in line and "MLFLOW_TRACKING_URI" in line
+    assert "Traceback" not in result.stderr
+    assert json.loads((logdir / "status.json").read_text())["status"] == "failed"
