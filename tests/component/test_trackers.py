@@ -129,6 +129,10 @@ def test_every_logger_holds_the_scalars_of_metrics_jsonl_and_a_resume_continues_
         if not key.startswith(histogram_parts) and isinstance(value, (int, float))
     }
     assert logged == last
+    for path in logdir.glob("wandb/offline-run-*/run-*.wandb"):
+        run_id, name, config = wandb_offline.run_info(path)
+        assert (run_id, name) == (ids[0]["wandb"], "run")  # named after the run folder
+        assert config["run.loggers"] == ALL and config["env.dummy.length"] == 10
 
 
 def test_images_videos_and_histograms_reach_every_output(tmp_path, tracker_env):

@@ -59,15 +59,18 @@ def history(path: str | Path) -> list[tuple[int, str, object]]:
     return out
 
 
-def config(path: str | Path) -> dict[str, object]:
-    """The run's config as its ``config`` records set it (last value of each key)."""
+def run_info(path: str | Path) -> tuple[str, str, dict[str, object]]:
+    """``(run id, display name, config)`` from the run's ``run`` record (its config as started)."""
     from wandb.proto import wandb_internal_pb2
 
-    out: dict[str, object] = {}
     for payload in records(path):
         record = wandb_internal_pb2.Record()
         record.ParseFromString(payload)
-        if record.WhichOneof("record_type") == "config":
-            for item in record.config.update:
-                out[item.key or "/".join(item.nested_key)] = json.loads(item.value_json)
-    return out
+        if record.WhichOneof("record_type") == "run":
+            run = record.run
+            config = {
+                item.key or "/".join(item.nested_key): json.loads(item.value_json)
+                for item in run.config.update
+            }
+            return run.run_id, run.display_name, config
+    raise ValueError(f"{path} holds no run record")
