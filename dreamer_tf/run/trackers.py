@@ -31,6 +31,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -160,8 +161,6 @@ class TensorBoardOutput:
             )
             if self.hparams:
                 self._hparams()
-        import time
-
         self._writer.write_event(Event(wall_time=time.time(), step=int(step), summary=summary))
         self._writer.flush()
 
@@ -283,8 +282,6 @@ class MlflowOutput:
         self.run_id = run_id
 
     def scalars(self, step: int, values: Mapping[str, float]) -> None:
-        import time
-
         from mlflow.entities import Metric
         from mlflow.utils.validation import MAX_METRICS_PER_BATCH
 
