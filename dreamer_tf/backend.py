@@ -57,6 +57,30 @@ def device_name() -> str:
     return "cpu"
 
 
+def describe_device() -> str:
+    """The Keras backend and the device it computes on, for the start-up banner.
+
+    E.g. ``tensorflow on CPU``, ``jax on gpu:0 (NVIDIA H200)``.
+    """
+    name = backend()
+    if name == "jax":
+        import jax
+
+        device = jax.devices()[0]
+        if device.platform == "cpu":
+            return "jax on CPU"
+        return f"jax on {device.platform}:{device.id} ({getattr(device, 'device_kind', device.platform)})"
+    if name == "tensorflow":
+        import tensorflow as tf
+
+        gpus = tf.config.list_physical_devices("GPU")
+        if not gpus:
+            return "tensorflow on CPU"
+        details = tf.config.experimental.get_device_details(gpus[0])
+        return f"tensorflow on gpu:0 ({details.get('device_name', gpus[0].name)})"
+    return f"{name} on CPU"
+
+
 def resolve_precision(precision: str) -> str:
     """``auto`` → bfloat16 on a GPU, float32 on the CPU (bfloat16 matmuls are slow on most CPUs)."""
     valid = ("auto", "float32", "bfloat16", "float16")

@@ -225,7 +225,8 @@ def _convert(value: Any, default: Any, key: str) -> Any:
             return float(value)
         raise ConfigError(f"'{key}' expects a number, got {value!r}.")
     if isinstance(default, str):
-        return str(value)
+        # A list for a text key is a comma list (``run.loggers: [jsonl, wandb]``).
+        return ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
     if isinstance(default, tuple):
         if isinstance(value, str):
             value = [v for v in value.split(",") if v]
@@ -327,13 +328,28 @@ class Choice:
         return "one of " + ", ".join(self.options)
 
 
+class Names:
+    """A comma-separated list (or a list) of names, each one of a fixed set."""
+
+    def __init__(self, *options: str) -> None:
+        self.options = options
+
+    def check(self, value: Any) -> bool:
+        items = value.split(",") if isinstance(value, str) else value
+        names = [str(item).strip(" []'\"").lower() for item in items]  # "[a, b]" from the command line
+        return all(name in self.options for name in names if name) and any(names)
+
+    def __str__(self) -> str:
+        return "a comma-separated list of " + ", ".join(self.options)
+
+
 POSITIVE, AT_LEAST_ONE, NON_NEGATIVE = Range(0, min_open=True), Range(1), Range(0)
 UNIT, UNIT_OPEN = Range(0, 1), Range(0, 1, max_open=True)
 
 # Allowed values of the keys where a bad value breaks a run (a crash, a division by zero) or silently
 # makes it meaningless (a negative learning rate, a run that never trains). Keys are dotted paths or
 # regular expressions over them, as in presets. ``validate`` checks every leaf they match.
-CONSTRAINTS: dict[str, Range | Choice] = {
+CONSTRAINTS: dict[str, Range | Choice | Names] = {
     "batch_size": AT_LEAST_ONE,
     "batch_length": AT_LEAST_ONE,
     "replay_context": NON_NEGATIVE,
@@ -349,6 +365,7 @@ CONSTRAINTS: dict[str, Range | Choice] = {
     "run.log_every": NON_NEGATIVE,
     "run.episode_timeout": POSITIVE,
     "run.max_bad_updates": AT_LEAST_ONE,
+    "run.loggers": Names("jsonl", "tensorboard", "wandb", "mlflow"),
     # run.save_every: any number; a negative one turns periodic checkpoints off.
     "replay.size": AT_LEAST_ONE,
     "replay.chunk": AT_LEAST_ONE,
@@ -382,7 +399,7 @@ CONSTRAINTS: dict[str, Range | Choice] = {
 }
 
 
-def validate(config: Config, constraints: Mapping[str, Range | Choice] | None = None) -> None:
+def validate(config: Config, constraints: Mapping[str, Range | Choice | Names] | None = None) -> None:
     """Raise ``ConfigError`` for the first value outside its range in ``CONSTRAINTS``.
 
     The message is one line naming the key, the value and the allowed range.

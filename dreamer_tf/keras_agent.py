@@ -81,6 +81,11 @@ class KerasAgent:
             "rng": self._rng.bit_generator.state,
         }
 
+    def weights(self) -> dict[str, np.ndarray]:
+        """The trainable weights by their Keras path (``.../dense/kernel``), as numpy (for histograms)."""
+        self.runner.sync()
+        return {v.path: keras.ops.convert_to_numpy(v) for v in self.model.trainable_variables}
+
     def load(self, state: dict[str, Any]) -> None:
         load_variables(state, self.model, self.optimizer)
         self._rng.bit_generator.state = state["rng"]

@@ -160,7 +160,8 @@ def _backend(logdir: Path) -> str:
     backend = ""
     for line in path.read_text(errors="replace").splitlines():
         if line.startswith("Backend: "):
-            backend = line.split(":", 1)[1].strip()
+            # "tensorflow on gpu:0 (NVIDIA H200)": the backend is the column, the device is not.
+            backend = line.split(":", 1)[1].strip().split(" on ")[0]
     return backend
 
 

@@ -72,6 +72,10 @@ from dreamer_tf.run.checkpoint import Checkpoint, process_alive
 from dreamer_tf.run.metrics import Aggregator
 
 STATUS_FILE = "status.json"
+# Histograms: at most this many action rows are kept between two metric writes (a uniform subsample
+# would cost more than it tells), and weights are drawn at most this often (seconds) and at the end.
+HISTOGRAM_ACTIONS = 4096
+HISTOGRAM_WEIGHTS_EVERY = 600.0
 
 
 class RunFailed(RuntimeError):
@@ -314,6 +318,9 @@ class _Run:
         self.train_metrics = Aggregator()
         self.episode_metrics = Aggregator()
         self.timers = Aggregator()
+        self.histogram_actions: dict[str, list[np.ndarray]] = {}
+        self.histogram_returns: list[float] = []
+        self.last_weights: float | None = None
 
     # ------------------------------------------------------------ setup and teardown
 
@@ -459,6 +466,7 @@ class _Run:
             acts = {k: np.asarray(v) for k, v in acts.items()}
             extra = {k: np.asarray(v) for k, v in extra.items()}
             self._check_policy_output(acts, extra, obs, count)
+            self._keep_for_histograms(acts)
             if obs["is_last"].any():
                 # Actions after the last step are never executed; store zeros like the official driver.
                 keep = ~obs["is_last"]
@@ -497,7 +505,7 @@ class _Run:
         interrupted = self.stop.requested
         if not interrupted and run.eval_every > 0 and self.last_eval_step != self.env_steps:
             self.evaluate()  # the finished run's policy, so that the last point is the final agent
-        self.log(time.monotonic())
+        self.log(time.monotonic(), final=True)
         self.save()
         if interrupted:
             write_status(
@@ -579,6 +587,7 @@ class _Run:
         extras = {k: v for k, v in record.items() if k not in ("score", "length")}
         self.logger.episode(record["score"], record["length"], self.env_steps, **extras)
         self.episode_metrics.add({"score": record["score"], "length": record["length"]})
+        self.histogram_returns.append(float(record["score"]))
 
     def _eval_due(self) -> bool:
         every = self.config.run.eval_every
@@ -630,7 +639,7 @@ class _Run:
             self.logger.write()
         self.timers.add({"eval": time.perf_counter() - start}, agg="sum")
 
-    def log(self, now: float) -> None:
+    def log(self, now: float, final: bool = False) -> None:
         logger = self.logger
         logger.step = self.env_steps
         updates_per_s, env_per_s = self._rates(now)
@@ -651,10 +660,32 @@ class _Run:
                 "counter/episodes": self.episodes,
             }
         )
+        if hasattr(logger, "histogram"):
+            self._log_histograms(now, final)
         logger.write()
         self.last_log = now
         self.log_env_steps, self.log_updates = self.env_steps, self.updates
         write_status(self.logdir, "running", self.env_steps)
+
+    def _keep_for_histograms(self, acts: dict[str, np.ndarray]) -> None:
+        for key, value in acts.items():
+            kept = self.histogram_actions.setdefault(key, [])
+            if len(kept) * len(value) < HISTOGRAM_ACTIONS:
+                kept.append(value)
+
+    def _log_histograms(self, now: float, final: bool) -> None:
+        """Actions taken and episode returns since the last write; the agent's weights now and then."""
+        for key, values in self.histogram_actions.items():
+            self.logger.histogram(f"actions/{key}", np.concatenate(values))
+        self.histogram_actions.clear()
+        if self.histogram_returns:
+            self.logger.histogram("episode/returns", np.asarray(self.histogram_returns))
+            self.histogram_returns.clear()
+        weights_due = self.last_weights is None or now - self.last_weights >= HISTOGRAM_WEIGHTS_EVERY
+        if hasattr(self.agent, "weights") and (weights_due or final):
+            for path, value in self.agent.weights().items():
+                self.logger.histogram(f"weights/{path}", value)
+            self.last_weights = now
 
     def _rates(self, now: float) -> tuple[float, float]:
         elapsed = max(now - self.last_log, 1e-9)

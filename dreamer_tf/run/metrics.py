@@ -1,22 +1,26 @@
-"""Run records: ``metrics.jsonl``, ``scores.jsonl``, TensorBoard scalars and a progress bar.
+"""Run records: ``metrics.jsonl``, ``scores.jsonl``, TensorBoard / W&B / MLflow and a progress bar.
 
-    logger = Logger(logdir, total_steps=config.run.steps)
+    logger = Logger(logdir, total_steps=config.run.steps, loggers=("jsonl", "tensorboard"), config=config)
     logger.resume(step=0)                          # or the step a checkpoint restored
     logger.episode(score=12.0, length=501, step=4096)                      # -> scores.jsonl
     aggregator.add({"loss/rep": 0.3}); logger.add(aggregator.result(), prefix="train")
-    logger.step = 4096; logger.write()                                     # -> metrics.jsonl + TensorBoard
+    logger.step = 4096; logger.write()                     # -> metrics.jsonl + every active output
+    logger.histogram("actions/action", actions)            # -> TensorBoard, W&B
+    logger.video("eval/policy", frames); logger.image("report/reward", image)   # media/ + outputs
     logger.progress(4096, updates_per_s=2.1, env_per_s=350.0)              # stderr bar
     logger.close()
 
 The files use the official DreamerV3 layout (a JSON object per line with a
 ``step`` key and namespaced metric keys), so either side's plotting reads the
-other's runs. Files are only ever appended to; ``resume`` drops rows (and
-TensorBoard events) written after the checkpoint a run resumes from (they
-belong to a timeline the run does not continue) and a line torn by a kill, and
-puts files that environments write into the run folder (bsuite's CSV) back as a
-``snapshot`` kept in the checkpoint saw them. TensorBoard events are written by
-a tiny built-in writer, so neither TensorFlow nor tensorboardX is needed (the
-JAX machines have neither) and importing this module never touches a GPU.
+other's runs. ``metrics.jsonl`` and ``scores.jsonl`` are always written: they are
+the canonical record, and TensorBoard, W&B and MLflow (``run.loggers``, see
+``dreamer_tf.run.trackers``) are viewers of the same values. Files are only ever
+appended to; ``resume`` drops rows (and TensorBoard events) written after the
+checkpoint a run resumes from (they belong to a timeline the run does not
+continue) and a line torn by a kill, and puts files that environments write into
+the run folder (bsuite's CSV) back as a ``snapshot`` kept in the checkpoint saw
+them. TensorBoard events are written with tensorboardX (no TensorFlow needed) and
+read back here without it; importing this module never touches a GPU.
 """
 
 from __future__ import annotations
@@ -25,7 +29,6 @@ import collections
 import json
 import math
 import os
-import socket
 import struct
 import sys
 import time
@@ -39,6 +42,7 @@ METRICS_FILE = "metrics.jsonl"
 SCORES_FILE = "scores.jsonl"
 EVENTS_GLOB = "events.out.tfevents.*"
 MEDIA_DIR = "media"
+HISTOGRAM_SIZE = 100_000  # values per histogram at most
 
 
 class Aggregator:
@@ -98,9 +102,13 @@ class Logger:
     """Writes the run folder's metric records; see the module docstring for the calls.
 
     ``total_steps`` is only used by the progress bar. ``progress=False`` turns
-    the bar off; ``tensorboard=False`` writes no event file. ``records`` are files inside the
-    run folder written by others (bsuite's CSV): ``snapshot`` reads them for a checkpoint and
-    ``resume`` puts them back as they were then. Files outside the run folder are left alone.
+    the bar off. ``loggers`` names the outputs besides the JSONL files (``run.loggers``:
+    ``tensorboard``, ``wandb``, ``mlflow``; ``jsonl`` is accepted and always on);
+    ``tensorboard=False`` drops TensorBoard from them. ``config`` (a ``Config`` or mapping) is
+    logged as the run's hyperparameters, with nested keys joined by dots. ``records`` are files
+    inside the run folder written by others (bsuite's CSV): ``snapshot`` reads them for a
+    checkpoint and ``resume`` puts them back as they were then. Files outside the run folder are
+    left alone.
     """
 
     def __init__(
@@ -110,7 +118,11 @@ class Logger:
         progress: bool = True,
         tensorboard: bool = True,
         records: Sequence[str | Path] = (),
+        loggers: str | Sequence[str] = ("jsonl", "tensorboard"),
+        config: Any = None,
     ) -> None:
+        from dreamer_tf.run.trackers import flatten, parse_loggers
+
         self.logdir = Path(logdir)
         # Files that others (environments) write inside the run folder, kept in step with checkpoints.
         self.records = [
@@ -122,9 +134,22 @@ class Logger:
         self.total_steps = total_steps
         self._pending: dict[str, Any] = {}
         self._files: dict[str, TextIO] = {}
-        self._events = EventWriter(self.logdir) if tensorboard else None
+        self.loggers = tuple(n for n in parse_loggers(loggers) if tensorboard or n != "tensorboard")
+        if config is not None and hasattr(config, "to_dict"):
+            config = config.to_dict()
+        self._hparams = flatten(config) if config is not None else {}
+        self._outputs: list[Any] | None = None  # made at ``resume``, after old events are dropped
         self._bar = _ProgressBar(total_steps) if progress else None
         self._recent_scores: collections.deque[float] = collections.deque(maxlen=20)
+
+    @property
+    def outputs(self) -> list[Any]:
+        """The active TensorBoard / W&B / MLflow outputs (``dreamer_tf.run.trackers``)."""
+        if self._outputs is None:
+            from dreamer_tf.run.trackers import make_outputs
+
+            self._outputs = make_outputs(self.loggers, self.logdir, self._hparams)
+        return self._outputs
 
     def resume(self, step: int, records: Mapping[str, str | None] | None = None) -> None:
         """Continue the records at ``step``: drop rows past it and torn lines, then append.
@@ -151,6 +176,7 @@ class Logger:
             path = self.logdir / name
             if path.resolve().is_relative_to(self.logdir.resolve()) and _restore(path, text):
                 print(f"Restored {name} as of the checkpoint this run resumes from.", file=sys.stderr)
+        self.outputs  # noqa: B018 - opened now, so that a tracker that fails to start fails the start
         if self._bar:
             self._bar.update(self.step, {})
 
@@ -170,7 +196,7 @@ class Logger:
             self._pending[f"{prefix}/{key}" if prefix else key] = value
 
     def write(self) -> None:
-        """Append the staged values as one row of ``metrics.jsonl`` (and TensorBoard)."""
+        """Append the staged values as one row of ``metrics.jsonl`` and send its numbers to the outputs."""
         if not self._pending:
             return
         row = {"step": int(self.step)}
@@ -178,27 +204,51 @@ class Logger:
             row[key] = _to_json(value)
         self._pending.clear()
         self._append(METRICS_FILE, row)
-        if self._events:
-            scalars = {k: v for k, v in row.items() if k != "step" and isinstance(v, (int, float))}
-            self._events.scalars(self.step, scalars)
+        scalars = {k: float(v) for k, v in row.items() if k != "step" and isinstance(v, (int, float))}
+        for output in self.outputs:
+            output.scalars(self.step, scalars)
 
     def video(self, tag: str, frames: Any, step: int | None = None, fps: float = 20) -> Path:
-        """Write ``frames`` (``[T, H, W, C]``, uint8 or floats in ``[0, 1]``) as ``media/<tag>_<step>.gif``."""
-        from dreamer_tf.run.media import media_name, write_video
+        """Write ``frames`` (``[T, H, W, C]``, uint8 or floats in ``[0, 1]``) as ``media/<tag>_<step>.gif``.
+
+        The outputs get it too: TensorBoard as an animated image, W&B as a video, MLflow as an artifact.
+        """
+        from dreamer_tf.run.media import media_name, to_uint8, write_video
 
         step = int(self.step if step is None else step)
-        return write_video(self.logdir / MEDIA_DIR / media_name(tag, step, ".gif"), frames, fps)
+        frames = to_uint8(frames)
+        path = write_video(self.logdir / MEDIA_DIR / media_name(tag, step, ".gif"), frames, fps)
+        for output in self.outputs:
+            output.video(tag, frames, path, step, fps)
+        return path
 
     def image(self, tag: str, image: Any, step: int | None = None) -> Path:
-        """Write one ``[H, W, C]`` image as ``media/<tag>_<step>.png``."""
-        from dreamer_tf.run.media import encode_png, media_name
+        """Write one ``[H, W, C]`` image as ``media/<tag>_<step>.png`` and send it to the outputs."""
+        from dreamer_tf.run.media import encode_png, media_name, to_uint8
 
         step = int(self.step if step is None else step)
+        image = to_uint8(image)
         path = self.logdir / MEDIA_DIR / media_name(tag, step, ".png")
         path.parent.mkdir(parents=True, exist_ok=True)
         path.with_name(path.name + ".tmp").write_bytes(encode_png(image))
         path.with_name(path.name + ".tmp").replace(path)
+        for output in self.outputs:
+            output.image(tag, image, path, step)
         return path
+
+    def histogram(self, tag: str, values: Any, step: int | None = None) -> None:
+        """Send the distribution of ``values`` (any shape, flattened; non-finite values dropped) to the
+        outputs that draw histograms (TensorBoard, W&B). Nothing goes to the JSONL files."""
+        values = np.asarray(values).reshape(-1)
+        if values.size > HISTOGRAM_SIZE:  # a strided sample keeps large weight matrices cheap
+            values = values[:: -(-values.size // HISTOGRAM_SIZE)]
+        values = values.astype(np.float64)
+        values = values[np.isfinite(values)]
+        if not values.size:
+            return
+        step = int(self.step if step is None else step)
+        for output in self.outputs:
+            output.histogram(tag, values, step)
 
     def episode(self, score: float, length: int, step: int | None = None, **extras: Any) -> None:
         """Append one finished training episode to ``scores.jsonl``.
@@ -238,8 +288,9 @@ class Logger:
         for file in self._files.values():
             file.close()
         self._files.clear()
-        if self._events:
-            self._events.close()
+        for output in self._outputs or []:
+            output.close()
+        self._outputs = None
         if self._bar:
             self._bar.close()
 
@@ -338,7 +389,7 @@ def _drop_events_after(path: Path, step: int) -> int:
 def read_events(path: str | Path, strict: bool = False) -> list[tuple[int, str, float]]:
     """``(step, tag, value)`` of every scalar in a TensorBoard event file, in order.
 
-    Reads what ``EventWriter`` writes (a TFRecord stream of ``Event`` protocol buffers), without
+    Reads what ``trackers.TensorBoardOutput`` writes (a TFRecord stream of ``Event`` protocol buffers), without
     TensorFlow. A last record torn by a kill is left out, or with ``strict`` raises ``ValueError``.
     """
     data = Path(path).read_bytes()
@@ -352,7 +403,8 @@ def read_events(path: str | Path, strict: bool = False) -> list[tuple[int, str, 
         for summary in (v for n, v in fields if n == 5):  # Event.summary
             for value in (v for n, v in _proto_fields(summary) if n == 1):  # Summary.value
                 entry = dict(_proto_fields(value))  # tag (1), simple_value (2)
-                out.append((step, entry[1].decode(), struct.unpack("<f", entry[2])[0]))
+                if 2 in entry:  # images, histograms and hyperparameters have none
+                    out.append((step, entry[1].decode(), struct.unpack("<f", entry[2])[0]))
     return out
 
 
@@ -422,108 +474,6 @@ def _to_json(value: Any) -> Any:
     if array.ndim == 0:
         return array.item()
     return float(array.astype(np.float64).mean())
-
-
-# ------------------------------------------------------------------ TensorBoard
-
-
-class EventWriter:
-    """Writes TensorBoard scalar summaries (``events.out.tfevents.*``) without TensorFlow.
-
-    The format is TFRecord framing (length, masked CRC-32C, payload, masked
-    CRC-32C) around ``Event`` protocol buffers, encoded by hand for the three
-    fields scalars need.
-    """
-
-    def __init__(self, logdir: str | Path) -> None:
-        self.logdir = Path(logdir)
-        self._file = None
-
-    def scalars(self, step: int, values: Mapping[str, float]) -> None:
-        if not values:
-            return
-        if self._file is None:
-            self.logdir.mkdir(parents=True, exist_ok=True)
-            name = f"events.out.tfevents.{int(time.time())}.{socket.gethostname()}.{os.getpid()}.dreamer_tf"
-            self._file = open(self.logdir / name, "ab")  # noqa: SIM115 - open for the whole run
-            self._record(_event(time.time(), 0, file_version="brain.Event:2"))
-        summary = b"".join(_field_bytes(1, _scalar_value(k, v)) for k, v in values.items())
-        self._record(_event(time.time(), int(step), summary=summary))
-        self._file.flush()
-
-    def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-
-    def _record(self, data: bytes) -> None:
-        header = struct.pack("<Q", len(data))
-        self._file.write(header + struct.pack("<I", _masked_crc(header)))
-        self._file.write(data + struct.pack("<I", _masked_crc(data)))
-
-
-def _varint(value: int) -> bytes:
-    value &= (1 << 64) - 1  # negative int64 steps are two's complement, as protobuf does
-    out = bytearray()
-    while True:
-        bits = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(bits | 0x80)
-        else:
-            out.append(bits)
-            return bytes(out)
-
-
-def _field_bytes(number: int, payload: bytes) -> bytes:
-    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
-
-
-def _scalar_value(tag: str, value: float) -> bytes:
-    # Summary.Value: tag = 1 (string), simple_value = 2 (float, fixed32).
-    value = float(value)
-    try:
-        packed = struct.pack("<f", value)
-    except OverflowError:  # beyond float32 range
-        packed = struct.pack("<f", math.copysign(math.inf, value))
-    return _field_bytes(1, tag.encode()) + _varint(2 << 3 | 5) + packed
-
-
-def _event(
-    wall_time: float, step: int, summary: bytes | None = None, file_version: str | None = None
-) -> bytes:
-    # Event: wall_time = 1 (double), step = 2 (int64), file_version = 3, summary = 5.
-    out = _varint(1 << 3 | 1) + struct.pack("<d", wall_time) + _varint(2 << 3 | 0) + _varint(step)
-    if file_version is not None:
-        out += _field_bytes(3, file_version.encode())
-    if summary is not None:
-        out += _field_bytes(5, summary)
-    return out
-
-
-def _crc32c_table() -> list[int]:
-    table = []
-    for byte in range(256):
-        crc = byte
-        for _ in range(8):
-            crc = (crc >> 1) ^ 0x82F63B78 if crc & 1 else crc >> 1
-        table.append(crc)
-    return table
-
-
-_CRC_TABLE = _crc32c_table()
-
-
-def _crc32c(data: bytes) -> int:
-    crc = 0xFFFFFFFF
-    for byte in data:
-        crc = _CRC_TABLE[(crc ^ byte) & 0xFF] ^ (crc >> 8)
-    return crc ^ 0xFFFFFFFF
-
-
-def _masked_crc(data: bytes) -> int:
-    crc = _crc32c(data)
-    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
 
 
 # ------------------------------------------------------------------ progress bar

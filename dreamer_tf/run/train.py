@@ -36,6 +36,7 @@ import importlib
 import os
 import random
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -96,9 +97,12 @@ def resolve_agent(name: str) -> Any:
     """The agent class registered as ``name`` in ``AGENTS``, imported on first use."""
     if name not in AGENTS:
         raise ConfigError(f"Unknown agent '{name}'. Choose one of: {', '.join(AGENTS)}.")
+    from dreamer_tf.run.console import framework_noise_filtered
+
     module_name, class_name = AGENTS[name].split(":")
     try:
-        module = importlib.import_module(module_name)
+        with framework_noise_filtered():  # the agent's module brings TensorFlow or JAX in
+            module = importlib.import_module(module_name)
     except ImportError as error:
         raise AgentUnavailableError(
             f"Agent '{name}' is not available: importing {module_name} failed ({error})."
@@ -219,7 +223,10 @@ def seed_everything(seed: int) -> None:
     np.random.seed(seed % 2**32)
     if "keras" in sys.modules:
         # Only when the agent brought Keras in: the random agent must not pay for importing it.
-        sys.modules["keras"].utils.set_random_seed(seed)
+        from dreamer_tf.run.console import framework_noise_filtered
+
+        with framework_noise_filtered():  # Keras seeds TensorFlow too when installed, importing it
+            sys.modules["keras"].utils.set_random_seed(seed)
 
 
 def _make_env(task: str, config: Config, seed: int) -> Any:
@@ -267,11 +274,20 @@ def make_logger(config: Config, logdir: str | Path) -> Any:
         from dreamer_tf.envs.bsuite import record_files
 
         records = record_files(config.task, config)  # kept in step with the checkpoints
-    return Logger(logdir, total_steps=config.run.steps, progress=config.run.progress, records=records)
+    return Logger(
+        logdir,
+        total_steps=config.run.steps,
+        progress=config.run.progress,
+        records=records,
+        loggers=config.run.loggers,
+        config=config,
+    )
 
 
 def describe(config: Config) -> str:
     """The settings a user wants to see confirmed when a run starts."""
+    from dreamer_tf.run.console import backend_line
+
     run = config.run
     ratio = run.train_ratio / (config.batch_size * config.batch_length)
     lines = [
@@ -284,14 +300,14 @@ def describe(config: Config) -> str:
         lines += [
             f"PPO: rollouts of {ppo.rollout_length} x {run.envs} steps, {ppo.epochs} epochs of "
             f"{ppo.minibatches} minibatches, lr {ppo.lr:g}    Precision: {config.compile.precision}",
-            f"Backend: {os.environ.get('KERAS_BACKEND', 'keras default')}",
+            f"Backend: {backend_line()}",
         ]
         return "\n".join(lines)
     lines += [
         f"Batch: {config.batch_size} x {config.batch_length} (+{config.replay_context} context)",
         f"Train ratio: {run.train_ratio:g} ({ratio:.4g} updates per env step)",
         f"Replay: {config.replay.size:.4g} steps    Precision: {config.compile.precision}",
-        f"Backend: {os.environ.get('KERAS_BACKEND', 'keras default')}",
+        f"Backend: {backend_line()}",
     ]
     if config.agent_name == "dreamerv3":
         dyn = config.agent.dyn
@@ -303,14 +319,18 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m dreamer_tf`` and the ``dreamer-tf`` script."""
     from dreamer_tf.envs import UnknownTaskError, check_task
     from dreamer_tf.run.checkpoint import Checkpoint
+    from dreamer_tf.run.console import quiet_framework_logs
     from dreamer_tf.run.lock import RunLock, RunLockedError
+    from dreamer_tf.run.trackers import MissingTrackerError, check_packages, parse_loggers
 
+    quiet_framework_logs()  # before the agent's module brings TensorFlow in
     lock = None
     try:
         config = parse_args(argv)
         # Every mistake in the user's input fails here, before a worker starts or a run folder exists.
         validate(config)
         check_task(config.task)
+        check_packages(parse_loggers(config.run.loggers))
         agent_class = resolve_agent(config.agent_name)
         logdir = Path(config.logdir)
         prepare_logdir(logdir)
@@ -327,6 +347,7 @@ def main(argv: list[str] | None = None) -> int:
         AgentUnavailableError,
         RunLockedError,
         OrphanRecordsError,
+        MissingTrackerError,
     ) as error:
         if lock is not None:
             lock.release()
@@ -351,6 +372,9 @@ def _train(config: Config, logdir: Path, agent_class: Any, resuming: bool) -> in
     def make_agent(obs_space: dict, act_space: dict, config: Config) -> Any:
         return agent_class(obs_space, act_space, config)
 
+    from dreamer_tf.run.console import summary
+
+    start = time.monotonic()
     try:
         status = loop.train(make_agent, make_replay, make_envs, make_logger, config, logdir)
     except (CheckpointError, ConfigError, MissingPackageError) as error:
@@ -360,6 +384,7 @@ def _train(config: Config, logdir: Path, agent_class: Any, resuming: bool) -> in
     except loop.RunFailed as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    print(summary(logdir, status, time.monotonic() - start), file=sys.stderr)
     if status == "interrupted":
         record = loop.read_status(logdir) or {}
         signame = record.get("signal", "SIGINT")

@@ -468,3 +468,31 @@ def test_on_policy_agents_get_rollouts_not_replay(tmp_path):
     status, agent = run_on_policy(tmp_path, make_config(**{"run.steps": 200}))
     assert status == "done" and agent.update_calls == 20
     assert read_jsonl(tmp_path / "metrics.jsonl")[-1]["counter/updates"] == 60
+
+
+def fake_weights(self):
+    """Weights to draw, as the Keras agents' ``weights()`` gives them."""
+    return {"encoder/dense/kernel": np.arange(6.0).reshape(2, 3)}
+
+
+@pytest.mark.backend_independent
+def test_the_loop_draws_histograms_of_actions_returns_and_weights(tmp_path, monkeypatch):
+    from tensorboardX.proto.event_pb2 import Event
+
+    from dreamer_tf.run.metrics import _records
+
+    monkeypatch.setattr(CountingAgent, "weights", fake_weights, raising=False)
+    status, _, _ = run_fake(tmp_path, make_config(**{"run.steps": 100, "run.log_every": 0.0}))
+    assert status == "done"
+    histograms: dict[str, list] = {}
+    for path in tmp_path.glob("events.out.tfevents.*"):
+        for record in _records(path.read_bytes()):
+            event = Event.FromString(record)
+            for value in event.summary.value:
+                if value.WhichOneof("value") == "histo":
+                    histograms.setdefault(value.tag, []).append(value.histo)
+    assert sum(h.num for h in histograms["actions/action"]) == 100  # every action taken, once
+    assert all(h.min == h.max == 1 for h in histograms["actions/action"])  # the fake always acts 1
+    assert sum(h.num for h in histograms["episode/returns"]) == 100 // EPISODE
+    # Weights: at the first write and at the end, not at every write.
+    assert [h.num for h in histograms["weights/encoder/dense/kernel"]] == [6, 6]

@@ -1,4 +1,4 @@
-"""Logger records, the aggregator and the built-in TensorBoard writer."""
+"""Logger records, the aggregator and the TensorBoard events."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from dreamer_tf.run.metrics import Aggregator, Logger, _crc32c, read_jsonl
+from dreamer_tf.run.metrics import Aggregator, Logger, read_jsonl
 
 # The environments, replay, checkpoints, the loop and the CLI do not depend on the Keras backend.
 pytestmark = pytest.mark.backend_independent
@@ -57,12 +57,6 @@ def test_logger_files_append_across_sessions(tmp_path):
     assert metrics == [{"step": 10, "train/loss/rep": 0.25, "train/note": "text", "fps/train": 2}]
     for line in (tmp_path / "metrics.jsonl").read_text().splitlines():
         json.loads(line)
-
-
-def test_crc32c_known_value():
-    # RFC 3720 test vector: 32 bytes of zeros.
-    assert _crc32c(bytes(32)) == 0x8A9136AA
-    assert _crc32c(b"123456789") == 0xE3069283
 
 
 def test_tensorboard_reads_the_event_file(tmp_path):

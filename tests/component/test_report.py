@@ -134,7 +134,7 @@ def write_run(root, domain, task, agent, seed, scores, state="done", ablation=""
             row.update(extra)
         rows.append(json.dumps(row))
     (logdir / "scores.jsonl").write_text("".join(line + "\n" for line in rows))
-    (logdir / "train.log").write_text("Backend: tensorflow\n")
+    (logdir / "train.log").write_text("Backend: tensorflow on gpu:0 (NVIDIA H200)\n")
     return logdir
 
 

@@ -9,7 +9,8 @@ import json
 import pytest
 
 from dreamer_tf.harness import chaos
-from dreamer_tf.run.metrics import EventWriter, read_events
+from dreamer_tf.run.metrics import read_events
+from dreamer_tf.run.trackers import TensorBoardOutput
 
 # The kill-safety lives in the loop, the checkpoint format and the records, not in the backend (each
 # backend's agent save/load round trip is in tests/component/test_agent.py).
@@ -29,7 +30,7 @@ def test_a_run_killed_four_times_resumes_intact(tmp_path, capsys):
 
 
 def test_the_event_reader_reads_what_the_writer_wrote_and_spots_a_torn_record(tmp_path):
-    writer = EventWriter(tmp_path)
+    writer = TensorBoardOutput(tmp_path, {})
     writer.scalars(5, {"train/loss/rep": 1.5, "fps/train": 3.0})
     writer.scalars(9, {"train/loss/rep": 1.25})
     writer.close()
@@ -49,7 +50,7 @@ def test_record_checks_find_repeats_and_rows_of_a_discarded_timeline(tmp_path):
     ]
     (tmp_path / "scores.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows + rows[1:]))
     (tmp_path / "metrics.jsonl").write_text(json.dumps({"step": 10, "train/loss/rep": 1.0}) + "\n")
-    writer = EventWriter(tmp_path)
+    writer = TensorBoardOutput(tmp_path, {})
     writer.scalars(10, {"train/loss/rep": 1.0})
     writer.scalars(30, {"train/loss/rep": 0.5})  # a row metrics.jsonl dropped on resume
     writer.close()
