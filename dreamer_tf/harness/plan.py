@@ -147,6 +147,14 @@ def measure_throughput(size: str, obs: str, threads: int) -> dict[str, Any]:
     return json.loads(lines[-1])
 
 
+def _load() -> float | None:
+    """The 1-minute load average (``None`` where the OS has none)."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (OSError, AttributeError):
+        return None
+
+
 # ------------------------------------------------------------------ rates
 
 
@@ -183,6 +191,7 @@ class Throughput:
             measurable = [s for s in sizes if self.assumed(s) >= MEASURABLE_UPDATES_PER_S]
             todo += [(size, obs) for size in (measurable or [ANCHOR_SIZE])]
         missing = [(s, o) for s, o in todo if measure or self.measured(s, o) is None]
+        self._note_busy([t for t in todo if t not in missing])
         if not missing:
             return
         if measure is False:
@@ -194,8 +203,9 @@ class Throughput:
         for size, obs in missing:
             log(
                 f"[plan] measuring {size} ({obs}) updates/s on this machine with benchmarks/throughput.py, "
-                f"{self.threads} thread(s); once, then cached in {self.cache.path} (about a minute) ..."
+                f"{self.threads} thread(s); once, then cached in {self.cache.path} (a minute or two) ..."
             )
+            load = _load()  # before: the load of the other processes
             try:
                 result = measure_fn(size, obs, self.threads)
             except (RuntimeError, OSError, ValueError, subprocess.TimeoutExpired) as error:
@@ -204,12 +214,25 @@ class Throughput:
                 continue
             record = {
                 "updates_per_s": float(result["updates_per_s"]),
+                "load": load,
                 "policy_steps_per_s": result.get("policy_steps_per_s"),
                 "param_count": result.get("param_count"),
                 "measured": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             }
             self.cache.put(measurement_key(size, obs, self.threads), record)
             log(f"[plan] {size} ({obs}): {record['updates_per_s']:.3g} updates/s")
+            self._note_busy([(size, obs)])
+
+    def _note_busy(self, measured: Sequence[tuple[str, str]]) -> None:
+        # Other processes slow a measurement down and it is cached: say so, so it can be redone.
+        cores = int(self.cache.hardware.get("cores") or 1)
+        for size, obs in measured:
+            record = self.cache.get(measurement_key(size, obs, self.threads)) or {}
+            if record.get("load") is not None and float(record["load"]) + self.threads > cores:
+                self.notes.append(
+                    f"{size} ({obs}) was measured while the machine was busy (load {record['load']:.1f} on "
+                    f"{cores} cores): slower than it would be; --measure when it is idle measures again"
+                )
 
     def updates_per_s(self, size: str, obs: str) -> tuple[float, str]:
         """The rate and its source: ``measured``, ``scaled from <size> (measured)`` or ``assumed``."""

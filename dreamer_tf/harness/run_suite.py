@@ -209,10 +209,17 @@ def show_plan(
     """Print the plan; an exit status if the sweep must not start (over --max-hours), else ``None``."""
     from dreamer_tf.harness.executors import visible_gpus
 
-    cpus = max((spec.cpus for spec in plan.runs), default=1.0)
-    gpu = visible_gpus() > 0 and any(spec.gpus > 0 for spec in plan.runs)
     cache = ThroughputCache(cache_path(), hardware())
-    rates = Throughput(suite, cache, threads=min(int(max(cpus, 1)), os.cpu_count() or 1), gpu=gpu)
+    gpus_here = visible_gpus() > 0
+
+    def rates_for(runs: list[RunSpec]) -> Throughput:
+        # A run gets as many threads as it declares CPUs (executors.run_env), and the GPU if it declares one.
+        cpus = max((spec.cpus for spec in runs), default=1.0)
+        gpu = gpus_here and any(spec.gpus > 0 for spec in runs)
+        return Throughput(suite, cache, threads=min(int(max(cpus, 1)), os.cpu_count() or 1), gpu=gpu)
+
+    rates = rates_for(plan.runs)
+    cpus = max((spec.cpus for spec in plan.runs), default=1.0)
 
     def log(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
@@ -237,7 +244,8 @@ def show_plan(
             other = make_plan(suite, argparse.Namespace(**{**vars(args), "budget": name}), overrides)
         except (SuiteError, ConfigError):
             continue
-        others[name] = plan_cost(suite, other, rates, parallel_runs(other, args)).wall_s()
+        # Their rates from the cache, or scaled or assumed: nothing more is measured for advice.
+        others[name] = plan_cost(suite, other, rates_for(other.runs), parallel_runs(other, args)).wall_s()
     options = fitting_options(cost, args.max_hours, plan.budget, others, cpus)
     verdict = "would stop here" if args.dry_run else "stopped"
     print(
