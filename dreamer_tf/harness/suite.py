@@ -190,6 +190,9 @@ class Suite:
                 f"budget '{name}' sets 'seeds'; budgets keep each domain's seeds: use 'max_seeds: N' "
                 "to run at most N of them."
             )
+        for domain in spec.get("domains") or {}:
+            if domain not in self.domains:
+                raise SuiteError(f"budget '{name}': {_unknown('domain', domain, self.domains)}")
         return spec
 
     def budget_domain(self, budget: str, domain: str) -> dict[str, Any] | None:
@@ -252,7 +255,9 @@ class Suite:
         select the tasks; the budget's ``tasks: smoke`` picks each domain's smoke tasks unless
         ``tasks`` are given. ``ablations`` (a list of ``abl_*`` presets, or ``[]`` for none) adds
         DreamerV3 runs with each on the ablation tasks, plus the unablated DreamerV3 on those tasks;
-        ``main=False`` plans the ablation runs only.
+        ``main=False`` plans the ablation runs only. A budget with a ``domains`` section runs only
+        those domains, with their own tasks, steps and flags; the others are ``Plan.excluded``.
+        Each domain runs its own seeds (at most the budget's ``max_seeds``) unless ``seeds`` is given.
         """
         budget_spec = self.budget(budget)
         outdir = Path(outdir).expanduser().absolute()

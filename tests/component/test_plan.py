@@ -220,6 +220,9 @@ def test_budget_seeds_against_hand_computed_counts(tmp_path, monkeypatch):
     monkeypatch.setitem(suite.budgets, "short", {"scale": 0.1, "seeds": 5})
     with pytest.raises(SuiteError, match="use 'max_seeds: N'"):
         suite.plan(tmp_path, budget="short", check_available=False)
+    monkeypatch.setitem(suite.budgets, "short", {"scale": 0.1, "domains": {"vecc": {}}})
+    with pytest.raises(SuiteError, match="budget 'short': Unknown domain 'vecc'. Did you mean: vec"):
+        suite.plan(tmp_path, budget="short", check_available=False)
 
 
 # From the cheapest to the paper's. No budget runs more jobs than the paper, and none runs more jobs
