@@ -25,6 +25,7 @@ import os
 import platform
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -137,14 +138,21 @@ def measure_throughput(size: str, obs: str, threads: int) -> dict[str, Any]:
     env["TF_NUM_INTEROP_THREADS"] = str(max(2, threads // 2))
     package_root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
+    start = time.perf_counter()
     result = subprocess.run(
         command, capture_output=True, text=True, env=env, timeout=MEASURE_TIMEOUT_S, stdin=subprocess.DEVNULL
     )
+    wall = time.perf_counter() - start
     lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
     if result.returncode != 0 or not lines:
         tail = (result.stderr.strip().splitlines() or ["no output"])[-1]
         raise RuntimeError(f"throughput.py exited {result.returncode}: {tail}")
-    return json.loads(lines[-1])
+    measured = json.loads(lines[-1])
+    # What a run spends before its first update (imports, building, compiling): the process's time
+    # less the timed updates and policy calls.
+    timed = measured["updates_timed"] / measured["updates_per_s"] + 3 / measured["policy_calls_per_s"]
+    measured["startup_s"] = round(max(0.0, wall - timed), 1)
+    return measured
 
 
 def _load() -> float | None:
@@ -215,6 +223,7 @@ class Throughput:
             record = {
                 "updates_per_s": float(result["updates_per_s"]),
                 "load": load,
+                "startup_s": result.get("startup_s"),
                 "policy_steps_per_s": result.get("policy_steps_per_s"),
                 "param_count": result.get("param_count"),
                 "measured": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -233,6 +242,11 @@ class Throughput:
                     f"{size} ({obs}) was measured while the machine was busy (load {record['load']:.1f} on "
                     f"{cores} cores): slower than it would be; --measure when it is idle measures again"
                 )
+
+    def startup_s(self, size: str, obs: str) -> float | None:
+        """Seconds a DreamerV3 run of this size takes to start, if measured here."""
+        record = self.cache.get(measurement_key(size, obs, self.threads)) or {}
+        return float(record["startup_s"]) if record.get("startup_s") is not None else None
 
     def updates_per_s(self, size: str, obs: str) -> tuple[float, str]:
         """The rate and its source: ``measured``, ``scaled from <size> (measured)`` or ``assumed``."""
@@ -290,13 +304,15 @@ def plan_cost(suite: Suite, plan: Plan, rates: Throughput, parallel: int) -> Pla
     for spec in plan.runs:
         cost = domains.setdefault(spec.domain, DomainCost(spec.domain))
         rate, source = rates.updates_per_s(spec.size, spec.obs)
-        estimate = suite.estimate(spec, rates.profile, updates_per_s=rate)
+        startup = rates.startup_s(spec.size, spec.obs) if spec.agent == "dreamerv3" else None
+        estimate = suite.estimate(spec, rates.profile, updates_per_s=rate, startup_s=startup)
         state, status = spec.state()
         cost.runs += 1
         cost.env_steps += estimate["env_steps"]
         cost.updates += estimate["updates"]
         if spec.agent == "dreamerv3":
-            cost.rates.add(f"{spec.size} {rate:.3g} updates/s, {source}")
+            started = f", start-up {startup:.0f} s" if startup is not None else ""
+            cost.rates.add(f"{spec.size} {rate:.3g} updates/s, {source}{started}")
         if state == "done":
             cost.done += 1
             continue

@@ -432,18 +432,24 @@ class Suite:
     # ------------------------------------------------------------ cost estimate
 
     def estimate(
-        self, spec: RunSpec, profile: str = "gpu", updates_per_s: float | None = None
+        self,
+        spec: RunSpec,
+        profile: str = "gpu",
+        updates_per_s: float | None = None,
+        startup_s: float | None = None,
     ) -> dict[str, float]:
         """Env steps, gradient updates and estimated seconds of one run (see suites.yaml cost).
 
-        ``updates_per_s`` (measured on this machine) replaces the profile's rate for the run's size.
+        ``updates_per_s`` and ``startup_s`` (measured on this machine) replace the profile's rate for
+        the run's size and ``cost.startup_s``.
         """
         cost = self.cost.get(profile) or {}  # a suite file without a cost section: the defaults below
         ratio = _updates_per_step(spec.presets, spec.flags)
         updates = spec.steps * ratio if spec.agent == "dreamerv3" else 0.0
         env_rate = cost.get("ppo_env_steps_per_s" if spec.agent == "ppo" else "env_steps_per_s", 1000.0)
         update_rate = updates_per_s or (cost.get("updates_per_s") or {}).get(spec.size, 1.0)
-        seconds = float(self.cost.get("startup_s", 0)) + spec.steps / env_rate
+        startup = startup_s if startup_s is not None else float(self.cost.get("startup_s", 0))
+        seconds = startup + spec.steps / env_rate
         seconds += updates / update_rate if updates else 0.0
         return {"env_steps": float(spec.steps), "updates": updates, "seconds": seconds}
 

@@ -112,6 +112,12 @@ def test_plan_prints_a_line_per_domain_and_per_unavailable_domain(suite_file, tm
     assert sweep(suite_file, tmp_path, "--all", "--budget", "hour", "--dry-run") == 0
     out = capsys.readouterr().out
     assert "  not in budget 'hour': img, gone" in out and "Total: 6 runs" in out and "27 min" in out
+    # A start-up time measured here replaces the assumed 10 s: 3 x (110 + 10 + 500) + 33 = 1,893 s.
+    cache = ThroughputCache(cache_path(), hardware())
+    cache.put(measurement_key("size1m", "vector", 1), {"updates_per_s": 2.0, "startup_s": 110.0})
+    assert sweep(suite_file, tmp_path, "--all", "--budget", "hour", "--dry-run") == 0
+    vec = [line for line in capsys.readouterr().out.splitlines() if line.startswith("  vec ")]
+    assert "32 min" in vec[0] and "size1m 2 updates/s, measured, start-up 110 s" in vec[0]
 
 
 def test_a_plan_over_the_limit_stops_with_the_flags_that_fit(suite_file, tmp_path, capsys, monkeypatch):
@@ -158,7 +164,7 @@ def test_throughput_is_measured_once_per_hardware_and_reused(tmp_path, monkeypat
 
     def fake_measure(size, obs, threads):
         calls.append((size, obs, threads))
-        return {"updates_per_s": 3.0 if obs == "vector" else 1.5}
+        return {"updates_per_s": 3.0 if obs == "vector" else 1.5, "startup_s": 40.0}
 
     here = {"cpu": "Test CPU", "cores": 2, "gpus": [], "backend": "tensorflow"}
     cache = ThroughputCache(tmp_path / "cache.json", here)
@@ -168,6 +174,7 @@ def test_throughput_is_measured_once_per_hardware_and_reused(tmp_path, monkeypat
     # size1m is measurable (0.5 updates/s assumed); size12m (0.05) is not: size1m on images stands in.
     assert sorted(calls) == [("size1m", "image", 1), ("size1m", "vector", 1)]
     assert rates.updates_per_s("size1m", "vector") == (3.0, "measured")
+    assert rates.startup_s("size1m", "vector") == 40.0 and rates.startup_s("size12m", "image") is None
     assert rates.updates_per_s("size12m", "image") == pytest.approx((0.15, "scaled from size1m (measured)"))
     # Another process on the same hardware: from the cache, no measurement.
     calls.clear()
@@ -280,6 +287,10 @@ def test_the_hour_budget_runs_the_vector_tasks_with_small_networks():
     assert suite.estimate(dreamer["bsuite"], "cpu", updates_per_s=5.0) == {
         "env_steps": 6000.0, "updates": 6000.0, "seconds": 1250.0}  # fmt: skip
     assert suite.estimate(dreamer["dmc_proprio"], "cpu", updates_per_s=5.0)["seconds"] == 640.0
+    # A start-up measured here replaces the assumed 30 s.
+    assert (
+        suite.estimate(dreamer["dmc_proprio"], "cpu", updates_per_s=5.0, startup_s=75.0)["seconds"] == 685.0
+    )
 
 
 def test_the_report_says_what_a_budget_is(tmp_path, suite_file):
