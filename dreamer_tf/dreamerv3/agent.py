@@ -20,6 +20,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from dreamer_tf.drawing import plot_lines
 from dreamer_tf.dreamerv3.behavior import ActorCritic
 from dreamer_tf.dreamerv3.optim import make_optimizer
 from dreamer_tf.dreamerv3.world_model import WorldModel, concat_actions
@@ -321,8 +322,6 @@ class Agent(KerasAgent):
         ``metrics`` are mean squared image errors and mean absolute reward and continuation errors,
         ``openloop/<name>_context`` and ``openloop/<name>_imagined``.
         """
-        from dreamer_tf.run.media import plot_lines
-
         data = {k: np.asarray(v)[:sequences] for k, v in self.train_inputs(batch).items()}
         C = self.config.replay_context
         B, CT = data["is_first"].shape
