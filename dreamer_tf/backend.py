@@ -170,6 +170,8 @@ class TensorFlowRunner:
         wrap = (lambda fn: tf.function(fn, jit_compile=xla)) if jit else (lambda fn: fn)
         self._train = wrap(_unrolled(self._train_step, unroll))
         self._policy = wrap(_unrolled(self._policy_step, unroll))
+        self._wrap = lambda fn: wrap(_unrolled(fn, unroll))  # noqa: E731
+        self._calls: dict[Any, Any] = {}
 
     def _train_step(self, data):
         tf = self.tf
@@ -230,6 +232,15 @@ class TensorFlowRunner:
         actions, carry, extra = self._policy(obs, tuple(carry), sample)
         return _to_numpy(actions), _to_numpy(carry), _to_numpy(extra)
 
+    def call(self, fn, *args) -> Any:
+        """``fn(*args)`` on the current weights as numpy, compiled once per ``fn`` when ``jit`` is on.
+
+        For rare read-only passes such as the agent's report; state that ``fn`` writes is kept.
+        """
+        if fn not in self._calls:
+            self._calls[fn] = self._wrap(fn)
+        return _to_numpy(self._calls[fn](*args))
+
     def gradients(self, data: dict) -> list[np.ndarray]:
         """The unscaled loss gradient of every trainable variable at the current weights (no update)."""
         tf = self.tf
@@ -258,6 +269,8 @@ class JaxRunner:
         train, policy = _unrolled(self._train_step, unroll), _unrolled(self._policy_step, unroll)
         self._train = jax.jit(train, donate_argnums=(0,)) if jit else train
         self._policy = jax.jit(policy, static_argnums=(3,)) if jit else policy
+        self.jit, self.unroll = jit, unroll
+        self._calls: dict[Any, Any] = {}
 
     def reload(self) -> None:
         """Take the current values of the Keras variables as the runner's state."""
@@ -342,6 +355,21 @@ class JaxRunner:
         finally:
             self.scaling = scaling
         return [np.asarray(g) for g in grads]
+
+    def call(self, fn, *args) -> Any:
+        """``fn(*args)`` on the runner's current weights as numpy, compiled once per ``fn`` when ``jit``
+        is on. For rare read-only passes such as the agent's report: state that ``fn`` writes is dropped.
+        """
+        if fn not in self._calls:
+
+            def stateless(trainable, non_trainable, args):
+                with self._scope(trainable, non_trainable):
+                    return fn(*args)
+
+            stateless = _unrolled(stateless, self.unroll)
+            self._calls[fn] = self.jax.jit(stateless) if self.jit else stateless
+        trainable, non_trainable, _ = self.state
+        return _to_numpy(self._calls[fn](trainable, non_trainable, args))
 
     def _policy_step(self, trainable, non_trainable, obs_carry, sample):
         obs, carry = obs_carry

@@ -366,6 +366,8 @@ CONSTRAINTS: dict[str, Range | Choice | Names] = {
     "run.episode_timeout": POSITIVE,
     "run.max_bad_updates": AT_LEAST_ONE,
     "run.loggers": Names("jsonl", "tensorboard", "wandb", "mlflow"),
+    "run.report_every": NON_NEGATIVE,
+    "run.video_every": NON_NEGATIVE,
     # run.save_every: any number; a negative one turns periodic checkpoints off.
     "replay.size": AT_LEAST_ONE,
     "replay.chunk": AT_LEAST_ONE,

@@ -12,6 +12,7 @@ on imagined advantages, the critic on imagined and replayed λ-returns.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -19,6 +20,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from dreamer_tf.drawing import plot_lines
 from dreamer_tf.dreamerv3.behavior import ActorCritic
 from dreamer_tf.dreamerv3.optim import make_optimizer
 from dreamer_tf.dreamerv3.world_model import WorldModel, concat_actions
@@ -175,6 +177,69 @@ class DreamerModel(keras.layers.Layer):
             }
         return loss, (metrics, updates)
 
+    # ------------------------------------------------------------------ report
+
+    def report_step(self, data: dict, noise: dict, context: int) -> dict:
+        """Open-loop predictions on replayed sequences (B, C + T, ...), as the official agent's report.
+
+        The posterior observes all T steps (its decodings are the reconstructions); from its state
+        at step ``context - 1`` the prior imagines steps ``context .. T - 1`` with the replayed
+        actions and no observations. ``noise`` holds Gumbel noise ``post`` (B, T, S, K) and
+        ``prior`` (B, T - context, S, K), drawn by the caller so that reports leave the model's
+        seed generator (and so training's randomness) untouched. Returns, each (B, T, ...):
+        ``post/<key>`` and ``open/<key>`` (image predictions in [0, 1]; ``open`` equals ``post``
+        for the context steps), ``post/reward``, ``open/reward``, ``post/cont``, ``open/cont``.
+        """
+        rssm = self.wm.rssm
+        C = self.config.replay_context
+        B, CT = data["is_first"].shape
+        T = CT - C
+        assert 0 < context < T, (context, T)
+        act_vec = concat_actions({k: data[k] for k in self.act_space}, self.act_space)
+        if C:
+            deter = ops.cast(data["dyn/deter"][:, C - 1], self.compute_dtype)
+            stoch = ops.one_hot(ops.cast(data["dyn/stoch"][:, C - 1], "int32"), rssm.classes)
+            prev = act_vec[:, C - 1 : -1]
+        else:
+            deter, stoch, _ = self.initial_carry(B)
+            deter = ops.cast(deter, self.compute_dtype)
+            prev = ops.concatenate([ops.zeros_like(act_vec[:, :1]), act_vec[:, :-1]], 1)
+        obs = {k: data[k][:, C:] for k in self.keys}
+        enc = self.wm.encoder
+        flat_obs = {
+            k: ops.reshape(obs[k], (B * T, *self.obs_space[k].shape)) for k in enc.veckeys + enc.imgkeys
+        }
+        tokens = ops.reshape(enc(flat_obs), (B, T, -1))
+        deters, stochs, _ = rssm.observe(deter, stoch, prev, tokens, obs["is_first"], noise["post"])
+
+        def step(carry, inputs):
+            action, eps = inputs
+            deter, stoch, _ = rssm.img_step(*carry, action, eps)
+            return (deter, stoch), (deter, stoch)
+
+        swap = lambda x: ops.moveaxis(x, 0, 1)  # noqa: E731
+        start = (deters[:, context - 1], stochs[:, context - 1])
+        _, (img_deters, img_stochs) = dops.scan(step, start, (swap(prev[:, context:]), swap(noise["prior"])))
+        states = {
+            "post": (deters, stochs),
+            "open": (
+                ops.concatenate([deters[:, :context], swap(img_deters)], 1),
+                ops.concatenate([stochs[:, :context], swap(img_stochs)], 1),
+            ),
+        }
+        out = {}
+        for name, (deter_seq, stoch_seq) in states.items():
+            feat = self.wm.feat(
+                ops.reshape(deter_seq, (B * T, rssm.deter)),
+                ops.reshape(stoch_seq, (B * T, rssm.stoch, rssm.classes)),
+            )
+            recons = self.wm.decoder(feat[:, : rssm.deter], feat[:, rssm.deter :])
+            for key in self.wm.decoder.imgkeys:
+                out[f"{name}/{key}"] = ops.reshape(recons[key].pred(), (B, T, *self.obs_space[key].shape))
+            out[f"{name}/reward"] = ops.reshape(self.wm.reward(feat).pred(), (B, T))
+            out[f"{name}/cont"] = ops.reshape(self.wm.cont(feat).prob(), (B, T))
+        return out
+
 
 class Agent(KerasAgent):
     """DreamerV3 implementing the ``dreamer_tf.run.contracts.Agent`` protocol."""
@@ -197,6 +262,9 @@ class Agent(KerasAgent):
             multipliers=[(v, config.agent.opt.actor) for v in actor_vars],
         )
         self.build(model, optimizer)
+        # Reports draw their own noise, so that they never change the course of training.
+        self._report_rng = np.random.default_rng(config.seed + 1)
+        self._report_fns: dict[int, Any] = {}
 
     def param_summary(self) -> str:
         lines = [f"DreamerV3 with {self.param_count:,} trainable parameters:"]
@@ -237,3 +305,69 @@ class Agent(KerasAgent):
 
     def train(self, batch: dict) -> tuple[dict[str, float], dict]:
         return self.runner.train(self.train_inputs(batch))
+
+    def report(
+        self, batch: dict, sequences: int = 6, context: int = 5
+    ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+        """Open-loop predictions on the first ``sequences`` sequences of a replayed batch.
+
+            metrics, media = agent.report(replay.sample(6))
+
+        The world model observes the first ``context`` steps of each sequence and imagines the rest
+        from the actions that were taken (the official agent's report). ``media`` holds, per image
+        key, ``openloop/<key>``: a uint8 video [B, T, H, 3·W, C] of the true frames | the model's
+        (its reconstruction for the context steps, its imagination after) | the error, mid-grey
+        where they agree. Tasks without images get ``openloop/reward_cont`` instead, a uint8 plot
+        [H, W, 3] of predicted against true rewards and continuation flags of up to four sequences.
+        ``metrics`` are mean squared image errors and mean absolute reward and continuation errors,
+        ``openloop/<name>_context`` and ``openloop/<name>_imagined``.
+        """
+        data = {k: np.asarray(v)[:sequences] for k, v in self.train_inputs(batch).items()}
+        C = self.config.replay_context
+        B, CT = data["is_first"].shape
+        T = CT - C
+        if T < 2:
+            raise ValueError(f"An open-loop report needs sequences of at least 2 steps, got {T}.")
+        context = max(1, min(int(context), T - 1))
+        rssm = self.model.wm.rssm
+        rng = self._report_rng
+        gumbel_noise = lambda *shape: -np.log(-np.log(rng.uniform(1e-6, 1 - 1e-6, shape))).astype(np.float32)  # noqa: E731
+        noise = {
+            "post": gumbel_noise(B, T, rssm.stoch, rssm.classes),
+            "prior": gumbel_noise(B, T - context, rssm.stoch, rssm.classes),
+        }
+        if context not in self._report_fns:
+            self._report_fns[context] = functools.partial(self.model.report_step, context=context)
+        out = self.runner.call(self._report_fns[context], data, noise)
+
+        obs = {k: v[:, C:] for k, v in data.items()}
+        metrics, media = {}, {}
+        split = (
+            lambda name, err: {  # noqa: E731
+                f"openloop/{name}_context": float(np.mean(err[:, :context])),
+                f"openloop/{name}_imagined": float(np.mean(err[:, context:])),
+            }
+        )
+        for key in self.model.wm.decoder.imgkeys:
+            true = obs[key]
+            pred = np.clip(out[f"open/{key}"], 0.0, 1.0)
+            model = np.round(pred * 255).astype(np.uint8)
+            error = ((model.astype(np.int32) - true.astype(np.int32) + 255) // 2).astype(np.uint8)
+            media[f"openloop/{key}"] = np.concatenate([true, model, error], axis=3)
+            squared = np.square(pred - true.astype(np.float32) / 255.0)
+            metrics.update(split(f"{key}_mse", squared.reshape(B, T, -1).mean(-1)))
+        reward = obs["reward"].astype(np.float32)
+        cont = 1.0 - obs["is_terminal"].astype(np.float32)
+        metrics.update(split("reward_mae", np.abs(out["open/reward"] - reward)))
+        metrics.update(split("cont_mae", np.abs(out["open/cont"] - cont)))
+        if not self.model.wm.decoder.imgkeys:
+            panels = []
+            for index in range(min(B, 4)):
+                panels.append(
+                    (f"sequence {index}: reward", {"true": reward[index], "model": out["open/reward"][index]})
+                )
+                panels.append(
+                    (f"sequence {index}: continue", {"true": cont[index], "model": out["open/cont"][index]})
+                )
+            media["openloop/reward_cont"] = plot_lines(panels, marker=context)
+        return metrics, media

@@ -76,6 +76,12 @@ STATUS_FILE = "status.json"
 # would cost more than it tells), and weights are drawn at most this often (seconds) and at the end.
 HISTOGRAM_ACTIONS = 4096
 HISTOGRAM_WEIGHTS_EVERY = 600.0
+# Frames kept of one recorded episode (per image key); longer episodes are cut, to bound memory.
+MAX_VIDEO_FRAMES = 1000
+# Replayed sequences shown by an open-loop report.
+REPORT_SEQUENCES = 6
+# Steps the world model observes before it imagines, in a report (the official report's 5 frames).
+REPORT_CONTEXT = 5
 
 
 class RunFailed(RuntimeError):
@@ -274,7 +280,8 @@ class _Episodes:
         # Like the official logger, length counts observations, the reset one included.
         self.length[index] += 1
         for key, value in obs.items():
-            if key.startswith("log/"):
+            # An image under log/ (DMC's log_image, a rendered frame) is for videos (_Recorder), not a number.
+            if key.startswith("log/") and not _is_frame(value[index]):
                 self.logs[index].setdefault(key, []).append(float(np.asarray(value[index]).mean()))
         if not obs["is_last"][index]:
             return None
@@ -284,6 +291,39 @@ class _Episodes:
             record[f"{key}/max"] = float(np.max(values))
             record[f"{key}/avg"] = float(np.mean(values))
         return record
+
+
+def _is_frame(value: Any) -> bool:
+    """Whether one environment's value is an image frame: uint8 ``[H, W, C]``."""
+    value = np.asarray(value)
+    return value.dtype == np.uint8 and value.ndim == 3
+
+
+class _Recorder:
+    """Frames of whole episodes of environment 0, one episode when ``due(step)`` says so.
+
+    Every image key of the observations is recorded (the agent's ``image``, a rendered ``log/image``).
+    An episode keeps at most ``MAX_VIDEO_FRAMES`` frames per key (the first ones), which bounds memory
+    at about 12 MB per 64x64 RGB key.
+    """
+
+    def __init__(self) -> None:
+        self.frames: dict[str, list[np.ndarray]] | None = None
+
+    def add(self, obs: dict[str, np.ndarray], due: bool) -> dict[str, np.ndarray] | None:
+        """Record environment 0's step; returns ``{key: [T, H, W, C]}`` when a recorded episode ends."""
+        if obs["is_first"][0]:
+            self.frames = {k: [] for k, v in obs.items() if _is_frame(v[0])} if due else None
+        if self.frames is None:
+            return None
+        for key, frames in self.frames.items():
+            if len(frames) < MAX_VIDEO_FRAMES:
+                frames.append(np.array(obs[key][0]))
+        if not obs["is_last"][0]:
+            return None
+        videos = {k: np.stack(v) for k, v in self.frames.items() if v}
+        self.frames = None
+        return videos
 
 
 class _Run:
@@ -307,6 +347,10 @@ class _Run:
         self.training_started = False
         self.last_eval_step: int | None = None
         self.eval_rounds = 0
+        # Env steps of the last recorded episode videos (training, evaluation); not checkpointed: a
+        # resumed run records its first episodes again.
+        self.last_video: dict[str, int | None] = {"train": None, "eval": None}
+        self.recorder = _Recorder()
         self.checkpoint = Checkpoint(logdir / "checkpoint")
         self.max_bad_updates = int(run.max_bad_updates)
         if self.max_bad_updates < 1:
@@ -439,7 +483,7 @@ class _Run:
         policy_state = self.agent.init_policy(count)
         episodes = _Episodes(count)
         now = time.monotonic()
-        self.last_log = self.last_save = now
+        self.last_log = self.last_save = self.last_report = now
         self.log_env_steps, self.log_updates = self.env_steps, self.updates
         printed_estimate = False
 
@@ -491,10 +535,14 @@ class _Run:
                 record = episodes.add(index, all_obs)
                 if record is not None:
                     self._finish_episode(record)
+            self._record(self.recorder, all_obs, "train")
             self.consistent = True
             acts = {**acts, "reset": obs["is_last"].copy()}
             self._train(count)
             now = time.monotonic()
+            if run.report_every > 0 and now - self.last_report >= run.report_every:
+                self.report()
+                self.last_report = time.monotonic()
             if now - self.last_log >= run.log_every:
                 self.log(now)
             if run.save_every >= 0 and now - self.last_save >= run.save_every:
@@ -505,6 +553,8 @@ class _Run:
         interrupted = self.stop.requested
         if not interrupted and run.eval_every > 0 and self.last_eval_step != self.env_steps:
             self.evaluate()  # the finished run's policy, so that the last point is the final agent
+        if not interrupted and run.report_every > 0:
+            self.report()
         self.log(time.monotonic(), final=True)
         self.save()
         if interrupted:
@@ -595,6 +645,46 @@ class _Run:
             return False
         return self.last_eval_step is None or self.env_steps >= self.last_eval_step + every
 
+    def _video_due(self, mode: str) -> bool:
+        every, last = self.config.run.video_every, self.last_video[mode]
+        return every > 0 and (last is None or self.env_steps >= last + every)
+
+    def _record(self, recorder: _Recorder, obs: dict[str, np.ndarray], mode: str) -> bool:
+        """Feed environment 0's step to ``recorder``; write the videos when a recorded episode ends."""
+        if recorder.frames is None and not (obs["is_first"][0] and self._video_due(mode)):
+            return False
+        videos = recorder.add(obs, due=True)
+        if videos is None:
+            return False
+        self.last_video[mode] = self.env_steps
+        for key, frames in videos.items():
+            self.logger.video(f"episode/{mode}/{key}", frames, self.env_steps)
+        return True
+
+    def report(self) -> None:
+        """Open-loop predictions of agents that have a ``report`` (DreamerV3) on a few replayed sequences:
+        videos and plots to the logger's media, scalars to the next metrics row."""
+        report = getattr(self.agent, "report", None)
+        if report is None or self.replay is None or not self.training_started:
+            return
+        start = time.perf_counter()
+        count = min(REPORT_SEQUENCES, self.config.batch_size)
+        # Sampled apart from training's sampling, so that a report never changes the course of a run.
+        peek = getattr(self.replay, "peek", None)
+        batch = peek(count, self.env_steps) if peek else self.replay.sample(count)
+        context = max(1, min(REPORT_CONTEXT, self.config.batch_length - 1))
+        metrics, media = report(batch, sequences=count, context=context)
+        from dreamer_tf.run.media import openloop_grid
+
+        for tag, value in media.items():
+            if value.ndim == 5:
+                self.logger.video(tag, openloop_grid(value, context), self.env_steps)
+            else:
+                self.logger.image(tag, value, self.env_steps)
+        self.logger.step = self.env_steps
+        self.logger.add(metrics)
+        self.timers.add({"report": time.perf_counter() - start}, agg="sum")
+
     def evaluate(self) -> None:
         """Run ``run.eval_eps`` episodes with ``mode="eval"``; log their mean to ``metrics.jsonl``."""
         start = time.perf_counter()
@@ -606,6 +696,8 @@ class _Run:
         acts["reset"] = np.ones(count, bool)
         state = self.agent.init_policy(count)
         episodes, finished = _Episodes(count), []
+        # Only the round's first episode of environment 0 is recorded.
+        recorder, recording = _Recorder(), self._video_due("eval")
         while len(finished) < wanted:
             try:
                 with self.stop.interruptible():
@@ -620,6 +712,8 @@ class _Run:
                 record = episodes.add(index, obs)
                 if record is not None:
                     finished.append(record)
+            if recording and self._record(recorder, obs, "eval"):
+                recording = False
             acts = {**acts, "reset": obs["is_last"].copy()}
             if self.stop.requested:
                 break

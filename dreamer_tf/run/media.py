@@ -84,6 +84,24 @@ def write_video(path: str | Path, frames: Any, fps: float = 20) -> Path:
     return path
 
 
+def openloop_grid(video: Any, context: int) -> np.ndarray:
+    """Stack sequences ``[B, T, H, W, C]`` vertically into one ``[T, B·(H + 4), W + 4, 3]`` video.
+
+    Each sequence gets a 2-pixel border, green while the model observes (the first ``context``
+    steps) and red while it imagines, as in the official agent's report.
+    """
+    video = np.asarray(video)
+    B, T = video.shape[:2]
+    frames = to_uint8(video.reshape(B * T, *video.shape[2:])).reshape(B, T, *video.shape[2:4], 3)
+    border = np.where(np.arange(T)[:, None] < context, [[0, 200, 0]], [[220, 0, 0]]).astype(np.uint8)
+    padded = np.broadcast_to(
+        border[None, :, None, None, :], (B, T, frames.shape[2] + 4, frames.shape[3] + 4, 3)
+    )
+    padded = padded.copy()
+    padded[:, :, 2:-2, 2:-2] = frames
+    return np.ascontiguousarray(padded.transpose(1, 0, 2, 3, 4).reshape(T, -1, padded.shape[3], 3))
+
+
 def media_name(tag: str, step: int, suffix: str) -> str:
     """``"openloop/image", 4096, ".gif"`` -> ``"openloop_image_000004096.gif"``."""
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", tag).strip("_") or "media"

@@ -219,7 +219,15 @@ class Replay:
         self._counts["samples"] += batch_size
         return self._gather(picks)
 
-    def _uniform(self, count: int) -> list[tuple[int, int]]:
+    def peek(self, batch_size: int, seed: int) -> dict[str, np.ndarray]:
+        """``batch_size`` uniform windows like ``sample``, drawn with their own generator from ``seed``.
+
+        The online queue, the sampling generator and the counts stay as they were: reports and other
+        read-only looks at the buffer must not change the course of training.
+        """
+        return self._gather(self._uniform(batch_size, np.random.default_rng(seed)))
+
+    def _uniform(self, count: int, rng: np.random.Generator | None = None) -> list[tuple[int, int]]:
         workers = list(self._streams)
         starts = np.array([self._streams[w].start for w in workers], np.int64)
         windows = np.array([self._streams[w].end for w in workers], np.int64) - starts - self.length + 1
@@ -232,7 +240,7 @@ class Replay:
                 f"({len(self)} steps in {len(self._streams)} worker stream(s), the longest has {longest}). "
                 "Collect more steps before sampling."
             )
-        index = self._rng.integers(0, total, size=count)
+        index = (self._rng if rng is None else rng).integers(0, total, size=count)
         ends = np.cumsum(windows)
         which = np.searchsorted(ends, index, side="right")
         positions = starts[which] + index - (ends[which] - windows[which])
