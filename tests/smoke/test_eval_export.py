@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ import pytest
 from dreamer_tf.run.metrics import read_jsonl
 
 ROOT = Path(__file__).resolve().parents[2]
+CACHE = Path(tempfile.gettempdir()) / "dreamer_tf-test-jax-cache"
 STEPS = 24
 FLAGS = [
     "--configs", "debug", "--env.dummy.image", "false", "--env.dummy.length", "5",
@@ -30,6 +32,8 @@ def _env() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    # The training, evaluation and export processes compile the same policy step on JAX.
+    env.setdefault("JAX_COMPILATION_CACHE_DIR", str(CACHE))
     return env
 
 
@@ -39,27 +43,29 @@ def _run(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     )
 
 
-@pytest.fixture(scope="module", params=["dummy_disc", "dummy_cont"])
-def finished_run(request, tmp_path_factory) -> Path:
-    logdir = tmp_path_factory.mktemp(request.param) / "run"
+def _train(tmp_path_factory, task: str) -> Path:
+    logdir = tmp_path_factory.mktemp(task) / "run"
     result = _run(
-        "-m",
-        "dreamer_tf",
-        "--task",
-        request.param,
-        "--logdir",
-        str(logdir),
-        "--run.steps",
-        str(STEPS),
-        *FLAGS,
+        "-m", "dreamer_tf", "--task", task, "--logdir", str(logdir), "--run.steps", str(STEPS), *FLAGS
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return logdir
 
 
-def test_eval_sample_and_greedy(finished_run):
+@pytest.fixture(scope="module")
+def disc_run(tmp_path_factory) -> Path:
+    return _train(tmp_path_factory, "dummy_disc")
+
+
+@pytest.fixture(scope="module")
+def cont_run(tmp_path_factory) -> Path:
+    return _train(tmp_path_factory, "dummy_cont")
+
+
+def test_eval_sample_and_greedy(disc_run):
     from dreamer_tf.run.evaluate import evaluate
 
+    finished_run = disc_run
     result = _run("-m", "dreamer_tf.eval", "--logdir", str(finished_run), "--episodes", "3")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "(sample, seed 0): 3 episodes" in result.stdout
@@ -141,9 +147,11 @@ def _inputs(logdir: Path, spec: dict, steps: int = 8, batch: int = 2) -> dict[st
     return inputs
 
 
-def test_export_loads_without_dreamer_tf_and_acts_like_the_agent(finished_run, tmp_path):
+@pytest.mark.parametrize("run", ["disc_run", "cont_run"])
+def test_export_loads_without_dreamer_tf_and_acts_like_the_agent(run, tmp_path, request):
     from dreamer_tf.run.export import main as export
 
+    finished_run = request.getfixturevalue(run)
     out = tmp_path / "export"
     # In this process on TensorFlow; on JAX the command reruns itself with KERAS_BACKEND=tensorflow.
     assert export(["--logdir", str(finished_run), "--out", str(out)]) == 0
