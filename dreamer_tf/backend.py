@@ -148,6 +148,13 @@ def make_runner(model, optimizer, options):
     raise NotImplementedError(f"Keras backend '{backend()}' is not supported; use tensorflow or jax.")
 
 
+def _call_policy(model, obs, carry, sample, noise):
+    """``model.policy_step``, passing ``noise`` only when given (PPO's step draws its own)."""
+    if noise is None:
+        return model.policy_step(obs, carry, sample)
+    return model.policy_step(obs, carry, sample, noise=noise)
+
+
 def _unrolled(fn, unroll: bool):
     """``fn`` with the model's time loops traced unrolled or not."""
     if not unroll:
@@ -221,15 +228,19 @@ class TensorFlowRunner:
             )
         return metrics, updates
 
-    def _policy_step(self, obs, carry, sample):
-        return self.model.policy_step(obs, carry, sample)
+    def _policy_step(self, obs, carry, sample, noise=None):
+        return _call_policy(self.model, obs, carry, sample, noise)
 
     def train(self, data: dict) -> tuple[dict[str, float], dict]:
         metrics, updates = self._train(data)
         return _metrics_to_floats(metrics), _to_numpy(updates)
 
-    def policy(self, obs: dict, carry: tuple, sample: bool = True):
-        actions, carry, extra = self._policy(obs, tuple(carry), sample)
+    def policy(self, obs: dict, carry: tuple, sample: bool = True, noise: tuple | None = None):
+        """One policy step; ``noise`` (the model's per-step noise, arrays) replaces its own draws."""
+        if noise is None:
+            actions, carry, extra = self._policy(obs, tuple(carry), sample)
+        else:
+            actions, carry, extra = self._policy(obs, tuple(carry), sample, tuple(noise))
         return _to_numpy(actions), _to_numpy(carry), _to_numpy(extra)
 
     def call(self, fn, *args) -> Any:
@@ -372,9 +383,9 @@ class JaxRunner:
         return _to_numpy(self._calls[fn](trainable, non_trainable, args))
 
     def _policy_step(self, trainable, non_trainable, obs_carry, sample):
-        obs, carry = obs_carry
+        obs, carry, noise = obs_carry
         with self._scope(trainable, non_trainable) as scope:
-            actions, carry, extra = self.model.policy_step(obs, carry, sample)
+            actions, carry, extra = _call_policy(self.model, obs, carry, sample, noise)
         return (actions, carry, extra), self._updated(scope, non_trainable)
 
     def train(self, data: dict) -> tuple[dict[str, float], dict]:
@@ -385,10 +396,40 @@ class JaxRunner:
         metrics["opt/updates"] = float(count)
         return metrics, updates
 
-    def policy(self, obs: dict, carry: tuple, sample: bool = True):
+    def policy(self, obs: dict, carry: tuple, sample: bool = True, noise: tuple | None = None):
+        """One policy step; ``noise`` (the model's per-step noise, arrays) replaces its own draws."""
         trainable, non_trainable, opt = self.state
+        noise = None if noise is None else tuple(noise)
         (actions, carry, extra), non_trainable = self._policy(
-            trainable, non_trainable, (obs, tuple(carry)), sample
+            trainable, non_trainable, (obs, tuple(carry), noise), sample
         )
         self.state = (trainable, non_trainable, opt)
         return _to_numpy(actions), _to_numpy(carry), _to_numpy(extra)
+
+
+def save_tensorflow_functions(
+    path: str, variables: list, functions: dict[str, tuple[Any, dict[str, tuple[tuple, str]]]], default: str
+) -> None:
+    """Write a TensorFlow SavedModel at ``path`` that serves each of ``functions`` as a signature.
+
+    ``functions`` maps a name to ``(fn, inputs)``: ``fn`` takes one dict of tensors (``inputs``' keys,
+    each ``(shape, dtype)`` with ``None`` for free sizes) and returns a dict of tensors. ``variables``
+    (Keras variables the functions read) are saved with them; ``default`` also serves as
+    ``serving_default``. The result loads with ``tf.saved_model.load`` alone. Needs the TensorFlow
+    backend, whose Keras variables wrap ``tf.Variable``.
+    """
+    if backend() != "tensorflow":
+        raise RuntimeError(f"A SavedModel is written on the TensorFlow backend, not on '{backend()}'.")
+    import tensorflow as tf
+
+    module = tf.Module()
+    # Tracking the underlying tf.Variables makes the SavedModel store their values once.
+    module.weights = [v.value for v in variables]
+    signatures = {}
+    for name, (fn, inputs) in functions.items():
+        spec = {key: tf.TensorSpec(shape, dtype, name=key) for key, (shape, dtype) in inputs.items()}
+        function = tf.function(fn, input_signature=[spec], autograph=False)
+        setattr(module, name, function)
+        signatures[name] = function.get_concrete_function()
+    signatures["serving_default"] = signatures[default]
+    tf.saved_model.save(module, path, signatures=signatures)

@@ -64,6 +64,15 @@ class KerasAgent:
         """The observations the model reads (``model.keys``), checked against their spaces."""
         return checked_inputs(obs, self.model.keys, self.obs_space)
 
+    def reseed(self, seed: int) -> None:
+        """Restart the policy's random draws from ``seed`` (the model's seed generator and the
+        random-action generator), e.g. to evaluate a loaded checkpoint reproducibly."""
+        seeds = getattr(self.model, "seeds", None)
+        if seeds is not None:
+            seeds.state.assign(np.array([seed % 2**32, 0]).astype(seeds.state.dtype))
+            self.runner.reload()
+        self._rng = np.random.default_rng(seed)
+
     # ------------------------------------------------------------------ checkpoints
 
     def extra_state(self) -> dict[str, Any]:

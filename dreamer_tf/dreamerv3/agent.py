@@ -70,8 +70,18 @@ class DreamerModel(keras.layers.Layer):
             ),
         )
 
-    def policy_step(self, obs: dict, carry: tuple, sample: bool = True):
+    def policy_noise(self, batch_size: int) -> tuple:
+        """One step's sampling noise: Gumbel for the posterior (N, stoch, classes), the actor's vector."""
+        rssm = self.wm.rssm
+        stoch = gumbel((batch_size, rssm.stoch, rssm.classes), self.seeds)
+        return stoch, self.ac.draw_noise((batch_size,), self.seeds)
+
+    def policy_step(self, obs: dict, carry: tuple, sample: bool = True, noise: tuple | None = None):
         """Observe one step of every environment and act. Pure apart from the seed generator.
+
+        ``noise`` (``policy_noise``'s pair) replaces the seed generator's draws, so that an exported
+        policy given the same noise acts the same. ``sample=False`` acts with the actor's mode
+        (the posterior latent is still sampled).
 
         Continuous samples leave unclipped, as in the official agent: replay, the RSSM and the
         actor's log-probabilities see the sample itself; the environment clips it into its bounds
@@ -81,15 +91,13 @@ class DreamerModel(keras.layers.Layer):
         deter, stoch, prev_action = carry
         rssm = self.wm.rssm
         n = obs["is_first"].shape[0]
+        stoch_noise, action_noise = self.policy_noise(n) if noise is None else noise
         tokens = self.wm.encoder({k: obs[k] for k in self.wm.encoder.veckeys + self.wm.encoder.imgkeys})
-        noise = gumbel((n, rssm.stoch, rssm.classes), self.seeds)
         deter, stoch, _ = rssm.obs_step(
-            ops.cast(deter, self.compute_dtype), stoch, prev_action, tokens, obs["is_first"], noise
+            ops.cast(deter, self.compute_dtype), stoch, prev_action, tokens, obs["is_first"], stoch_noise
         )
         feat = self.wm.feat(deter, stoch)
-        actions, vector = self.ac.act(
-            feat, self.ac.draw_noise((n,), self.seeds), "sample" if sample else "mode"
-        )
+        actions, vector = self.ac.act(feat, action_noise, "sample" if sample else "mode")
         extra = {"dyn/deter": ops.cast(deter, "float32"), "dyn/stoch": ops.argmax(stoch, -1)}
         carry = (ops.cast(deter, "float32"), stoch, vector)
         return actions, carry, extra
@@ -286,10 +294,15 @@ class Agent(KerasAgent):
     def init_policy(self, batch_size: int) -> Any:
         return tuple(np.asarray(x) for x in self.model.initial_carry(batch_size))
 
-    def policy(self, obs: dict, state: Any, mode: str = "train") -> tuple[dict, Any, dict]:
+    def policy(
+        self, obs: dict, state: Any, mode: str = "train", noise: tuple | None = None
+    ) -> tuple[dict, Any, dict]:
+        """The loop's ``policy``; mode ``greedy`` acts with the actor's mode. ``noise``
+        (``DreamerModel.policy_noise``'s pair, numpy) replaces the agent's own draws."""
         if mode == "random":
             return self.random_policy(obs, state)
-        actions, state, extra = self.runner.policy(self.inputs(obs), state)
+        sample = mode != "greedy"
+        actions, state, extra = self.runner.policy(self.inputs(obs), state, sample, noise)
         actions = {k: v.astype(self.act_space[k].dtype) for k, v in actions.items()}
         return actions, state, extra
 

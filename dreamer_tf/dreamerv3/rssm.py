@@ -93,7 +93,7 @@ class RSSM(keras.layers.Layer):
         g = self.blocks
         x = ops.repeat(x[:, None, :], g, axis=1)  # (N, g, 3·hidden)
         x = ops.concatenate([ops.reshape(ops.cast(deter, x.dtype), (n, g, self.deter // g)), x], -1)
-        x = ops.reshape(x, (n, -1))
+        x = ops.reshape(x, (n, g * x.shape[-1]))  # a static width: n is -1 for an unknown batch size
         for layer, norm in zip(self.dynhid, self.dynhid_norm):
             x = layer(x)
             if norm is not None:

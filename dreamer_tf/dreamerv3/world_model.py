@@ -49,7 +49,8 @@ class WorldModel(keras.layers.Layer):
 
     def feat(self, deter, stoch):
         """Concatenated model state [h, z] fed to heads, flattened over stoch × classes."""
-        flat = ops.reshape(stoch, (*stoch.shape[:-2], stoch.shape[-2] * stoch.shape[-1]))
+        lead = [-1 if size is None else size for size in stoch.shape[:-2]]  # None: an exported batch
+        flat = ops.reshape(stoch, (*lead, stoch.shape[-2] * stoch.shape[-1]))
         return ops.concatenate([ops.cast(deter, self.compute_dtype), ops.cast(flat, self.compute_dtype)], -1)
 
     def loss(self, obs: dict, prev_actions, deter, stoch, noise):

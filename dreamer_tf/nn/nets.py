@@ -259,7 +259,8 @@ class Encoder(keras.layers.Layer):
                 if norm is not None:
                     x = norm(x)
                 x = self.act(x)
-            outs.append(ops.reshape(x, (x.shape[0] if x.shape[0] is not None else -1, -1)))
+            # The static feature size, so that a batch of unknown size (an exported policy) still works.
+            outs.append(ops.reshape(x, (-1, math.prod(x.shape[1:]))))
         return ops.concatenate([ops.cast(x, self.compute_dtype) for x in outs], -1)
 
 

@@ -60,8 +60,8 @@ class Agent(KerasAgent):
         if mode == "random":
             return self.random_policy(obs, state)
         inputs = {"is_first": np.asarray(obs["is_first"]), **self.inputs(obs)}
-        # The paper evaluates the stochastic policy: ``eval`` samples too.
-        raw, state, extra = self.runner.policy(inputs, state)
+        # The paper evaluates the stochastic policy: ``eval`` samples too; ``greedy`` takes the mode.
+        raw, state, extra = self.runner.policy(inputs, state, mode != "greedy")
         actions = {key: self._to_env(key, raw[key]) for key in self.act_space}
         return actions, state, extra
 

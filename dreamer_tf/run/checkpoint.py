@@ -183,6 +183,14 @@ class Checkpoint:
         self.loaded = folder
         return state
 
+    def load_folder(self, folder: str | Path) -> dict[str, Any]:
+        """The state of one complete checkpoint folder (``latest`` or a copy of it), verified against
+        its manifest like ``load``; the replay buffer is not read. Raises ``CheckpointError``."""
+        folder = Path(folder)
+        if not _complete(folder):
+            raise CheckpointError(f"{folder} is not a complete checkpoint (no {MANIFEST}).")
+        return self._load_folder(folder, None)
+
     def load_replay(self, replay: Any) -> None:
         """Restore ``replay`` from the checkpoint that the last ``load`` returned (already verified).
 

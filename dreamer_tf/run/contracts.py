@@ -53,7 +53,8 @@ class Agent(Protocol):
         """Act on a batch of observations (leading dim = number of environments).
 
         ``mode`` is ``train`` (sample), ``eval`` (sample; the paper evaluates the
-        stochastic policy) or ``random``. Returns ``(actions, state, extra)``:
+        stochastic policy), ``greedy`` (the mode of the action distribution; an agent
+        without one samples) or ``random``. Returns ``(actions, state, extra)``:
         ``extra`` holds per-environment arrays the replay buffer stores next to
         the step (DreamerV3 stores its latent state there for replay context).
         """

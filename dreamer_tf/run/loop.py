@@ -475,6 +475,11 @@ class _Run:
         run = self.config.run
         if self.env_steps >= self.total_steps:
             print(f"The run already reached {self.env_steps} >= run.steps env steps.", file=sys.stderr)
+            if run.eval_every > 0 and self.last_eval_step != self.env_steps:
+                # A finished run resumed with evaluation turned on: evaluate its final agent once,
+                # and checkpoint the round so that the next resume does not repeat it.
+                self.evaluate()
+                self.save()
             write_status(self.logdir, "done", self.env_steps)
             return "done"
         count = len(self.envs)
