@@ -97,6 +97,9 @@ def build_report(
     bsuite_experiments, bsuite_tags, bsuite_note = bsuite_scores(runs)
     aggregates, aggregate_notes = aggregate_table(final, bsuite_experiments, reference, suite, reps)
     notes += aggregate_notes
+    for budget in sorted({run.budget for run in runs if run.budget}):
+        if (suite.budgets.get(budget) or {}).get("report_note"):  # e.g. smoke: a plumbing check
+            notes.insert(0, f"Budget '{budget}': {suite.budgets[budget]['report_note']}")
     ablations, ablation_tasks, ablation_curves = ablation_tables(runs, final, reps)
 
     tables = {

@@ -1,11 +1,18 @@
 """Sweep the benchmark suite: every domain, DreamerV3 and PPO, one fixed configuration.
 
-    python benchmarks/run_suite.py --all                                   # budget short, runs/
+    python benchmarks/run_suite.py --all --budget hour                     # about an hour on 2 CPU cores
+    python benchmarks/run_suite.py --all --dry-run                         # the plan of budget short, no run
     python benchmarks/run_suite.py --all --budget paper --outdir runs/paper --executor ray --address auto
     python benchmarks/run_suite.py --domains dmc_proprio,atari100k --seeds 3 --dry-run
     python benchmarks/run_suite.py --tasks 'bsuite_catch/*' --agents dreamerv3 --budget short
     python benchmarks/run_suite.py --ablations --budget short              # the paper's ablations
     python benchmarks/run_suite.py --all --budget smoke                    # CI: seconds per run
+
+Before anything starts, the sweep prints its plan: per domain the runs, env steps, updates and the
+wall time they take on this machine with this executor (updates/s measured once here with
+benchmarks/throughput.py and cached, see dreamer_tf/harness/plan.py), and one line per domain that
+cannot run here. A plan longer than --max-hours (default 24) stops there, naming flags that would fit,
+unless --yes is given.
 
 Domains, tasks, budgets, seeds, train ratios and presets are in dreamer_tf/harness/suites.yaml. Each run is
 one ``python -m dreamer_tf`` process with its own folder
@@ -15,7 +22,8 @@ recorded (its ``status.json`` and ``<outdir>/suite.json``) and the sweep goes on
 run on this machine are listed as unavailable with the reason. Flags of the form ``--a.b value`` and
 ``--configs`` presets are passed to every run (e.g. ``--configs small --run.envs 4``).
 
-Exit status: 0 when no run failed, 1 when some did, 2 for a usage error, 130 when stopped.
+Exit status: 0 when no run failed, 1 when some did, 2 for a usage error or a plan over --max-hours,
+130 when stopped.
 """
 
 from __future__ import annotations
@@ -33,6 +41,17 @@ from typing import Any, TextIO
 
 from dreamer_tf.config import ConfigError, parse_overrides
 from dreamer_tf.harness.executors import make_executor
+from dreamer_tf.harness.plan import (
+    Throughput,
+    ThroughputCache,
+    cache_path,
+    fitting_options,
+    format_plan,
+    hardware,
+    human_time,
+    needed_sizes,
+    plan_cost,
+)
 from dreamer_tf.harness.suite import (
     SUITES_PATH,
     Plan,
@@ -63,7 +82,9 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, dict[str, st
     pick.add_argument(
         "--seeds", help="number of seeds N (seeds 0..N-1) or a list 0,3,4 (default: suites.yaml)"
     )
-    pick.add_argument("--budget", default="short", help="paper | short | smoke (default short)")
+    pick.add_argument(
+        "--budget", default="short", help="paper | short | hour | smoke (default short; see suites.yaml)"
+    )
     pick.add_argument("--steps", type=float, help="env steps per run, replacing the budget's")
     pick.add_argument(
         "--ablations",
@@ -93,13 +114,21 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, dict[str, st
     where.add_argument(
         "--run-timeout", type=float, help="seconds after which a run is stopped and counted failed"
     )
+    where.add_argument("--dry-run", action="store_true", help="print the plan and its cost, run nothing")
+    where.add_argument("--list-runs", action="store_true", help="also list every run with its cost")
     where.add_argument(
-        "--dry-run", action="store_true", help="print the runs and their estimated cost, run nothing"
+        "--max-hours",
+        type=float,
+        default=24.0,
+        help="stop after the plan if its wall-time estimate is longer (default 24)",
     )
+    where.add_argument("--yes", action="store_true", help="start even a plan over --max-hours")
     where.add_argument(
-        "--profile",
-        choices=["gpu", "cpu"],
-        help="throughput profile of the estimate (default: gpu if runs declare one)",
+        "--measure",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="measure updates/s on this machine for the estimate (default: once, when not cached); "
+        "--no-measure: use the cache or the built-in profile",
     )
     where.add_argument("--quiet", action="store_true", help="no live progress line")
     args, rest = parser.parse_known_args(argv)
@@ -145,58 +174,89 @@ def make_plan(suite: Suite, args: argparse.Namespace, overrides: dict[str, str])
     )
 
 
-# ------------------------------------------------------------------ dry run
+# ------------------------------------------------------------------ the plan
 
 
-def human_time(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    if seconds < 2 * 86400:
-        return f"{seconds / 3600:.1f} h"
-    return f"{seconds / 86400:.1f} days"
-
-
-def dry_run(suite: Suite, plan: Plan, args: argparse.Namespace, executor_info: str, out: TextIO) -> None:
-    profile = args.profile or ("gpu" if any(spec.gpus > 0 for spec in plan.runs) else "cpu")
+def list_runs(suite: Suite, plan: Plan, rates: Throughput, out: TextIO) -> None:
+    """Every run with its state, env steps, updates and estimated run time."""
     print(f"{'state':<8} {'env steps':>10} {'updates':>9} {'estimate':>9}  run", file=out)
-    totals = {"env_steps": 0.0, "updates": 0.0, "seconds": 0.0}
-    to_run = 0.0
     for spec in plan.runs:
-        state, status = spec.state()
-        cost = suite.estimate(spec, profile)
-        for key in totals:
-            totals[key] += cost[key]
-        if state != "done":
-            done_fraction = min(1.0, int(status.get("step", 0)) / max(spec.steps, 1))
-            to_run += cost["seconds"] * (1.0 - done_fraction)
-        line = f"{state:<8} {spec.steps:>10.3g} {cost['updates']:>9.3g} {human_time(cost['seconds']):>9}  {spec.run_id}"
+        rate, _ = rates.updates_per_s(spec.size, spec.obs)
+        cost = suite.estimate(spec, rates.profile, updates_per_s=rate)
+        line = (
+            f"{spec.state()[0]:<8} {spec.steps:>10.3g} {cost['updates']:>9.3g} "
+            f"{human_time(cost['seconds']):>9}  {spec.run_id}"
+        )
         print(line, file=out)
-    for spec, reason in plan.unavailable:
-        print(f"{'n/a':<8} {spec.steps:>10.3g} {'':>9} {'':>9}  {spec.run_id}  ({reason})", file=out)
-    workers = 1
+    print(file=out)
+
+
+def parallel_runs(plan: Plan, args: argparse.Namespace) -> int:
+    """How many runs go at a time: the local pool's size, or for Ray --workers (else its local CPUs)."""
     if args.executor == "local":
         from dreamer_tf.harness.executors import LocalExecutor
 
-        workers = LocalExecutor(args.workers).pool_size(plan.runs)
-    print(file=out)
+        return LocalExecutor(args.workers).pool_size(plan.runs)
+    if args.workers:
+        return int(args.workers)
+    cpus = max((spec.cpus for spec in plan.runs), default=1.0) or 1.0
+    return max(1, int((args.ray_cpus or os.cpu_count() or 1) // cpus))
+
+
+def show_plan(
+    suite: Suite, plan: Plan, args: argparse.Namespace, overrides: dict[str, str], executor_info: str
+) -> int | None:
+    """Print the plan; an exit status if the sweep must not start (over --max-hours), else ``None``."""
+    from dreamer_tf.harness.executors import visible_gpus
+
+    cache = ThroughputCache(cache_path(), hardware())
+    gpus_here = visible_gpus() > 0
+
+    def rates_for(runs: list[RunSpec]) -> Throughput:
+        # A run gets as many threads as it declares CPUs (executors.run_env), and the GPU if it declares one.
+        cpus = max((spec.cpus for spec in runs), default=1.0)
+        gpu = gpus_here and any(spec.gpus > 0 for spec in runs)
+        return Throughput(suite, cache, threads=min(int(max(cpus, 1)), os.cpu_count() or 1), gpu=gpu)
+
+    rates = rates_for(plan.runs)
+    cpus = max((spec.cpus for spec in plan.runs), default=1.0)
+
+    def log(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    rates.prepare(needed_sizes(plan.runs), measure=args.measure, log=log)
+    if args.executor == "ray" and args.address:
+        rates.notes.append("updates/s are this machine's; the Ray cluster's nodes may differ")
+    parallel = parallel_runs(plan, args)
+    cost = plan_cost(suite, plan, rates, parallel)
+    if args.list_runs:
+        list_runs(suite, plan, rates, sys.stdout)
+    for line in format_plan(plan, cost, rates, executor_info):
+        print(line)
+    wall = cost.wall_s()
+    if wall <= args.max_hours * 3600.0:
+        return None
+    others: dict[str, float] = {}
+    for name in suite.budgets:
+        if name == plan.budget:
+            continue
+        try:
+            other = make_plan(suite, argparse.Namespace(**{**vars(args), "budget": name}), overrides)
+        except (SuiteError, ConfigError):
+            continue
+        # Their rates from the cache, or scaled or assumed: nothing more is measured for advice.
+        others[name] = plan_cost(suite, other, rates_for(other.runs), parallel_runs(other, args)).wall_s()
+    options = fitting_options(cost, args.max_hours, plan.budget, others, cpus)
+    verdict = "would stop here" if args.dry_run else "stopped"
     print(
-        f"{len(plan.runs)} runs ({len(plan.unavailable)} more unavailable here), budget '{plan.budget}', "
-        f"outdir {plan.outdir}",
-        file=out,
+        f"The plan takes about {human_time(wall)} of wall time, over --max-hours {args.max_hours:g}: "
+        f"{verdict}. To fit, use one of:",
+        file=sys.stderr,
     )
-    print(
-        f"Total: {totals['env_steps']:.3g} env steps, {totals['updates']:.3g} updates, about "
-        f"{human_time(totals['seconds'])} of run time on the '{profile}' throughput profile of suites.yaml "
-        f"(left to run: {human_time(to_run)}; with {workers} parallel run(s) on {executor_info}: "
-        f"about {human_time(to_run / max(workers, 1))} of wall time). Rough: measure with benchmarks/throughput.py.",
-        file=out,
-    )
-    domains = sorted({spec.domain for spec, _ in plan.unavailable})
-    for domain in domains:
-        reason = next(reason for spec, reason in plan.unavailable if spec.domain == domain)
-        print(f"Unavailable: {domain}: {reason}", file=out)
+    for option in options:
+        print(f"  {option}", file=sys.stderr)
+    print("  or start it anyway with --yes (or a larger --max-hours).", file=sys.stderr)
+    return None if args.dry_run or args.yes else 2
 
 
 # ------------------------------------------------------------------ live progress
@@ -326,8 +386,10 @@ def main(argv: list[str] | None = None) -> int:
     except (SuiteError, ConfigError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    stop = show_plan(suite, plan, args, overrides, executor.describe(plan.runs))
+    if stop is not None:
+        return stop
     if args.dry_run:
-        dry_run(suite, plan, args, executor.describe(plan.runs), sys.stdout)
         return 0
 
     outdir = plan.outdir
@@ -364,9 +426,6 @@ def main(argv: list[str] | None = None) -> int:
         f"{len(plan.unavailable)} unavailable; {info['executor']}; record: {summary_path}",
         file=sys.stderr,
     )
-    for domain in sorted({spec.domain for spec, _ in plan.unavailable}):
-        reason = next(reason for spec, reason in plan.unavailable if spec.domain == domain)
-        print(f"[suite] unavailable: {domain}: {reason}", file=sys.stderr)
 
     summary_lock = threading.Lock()
 

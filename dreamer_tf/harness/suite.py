@@ -72,6 +72,7 @@ class RunSpec:
     cpus: float = 1.0
     gpus: float = 0.0
     size: str = "size200m"  # model size for the cost estimate
+    obs: str = "image"  # what the agent sees, for the cost estimate: image | vector
 
     @property
     def variant(self) -> str:
@@ -131,6 +132,8 @@ class Plan:
     unavailable: list[tuple[RunSpec, str]]
     outdir: Path
     budget: str
+    # Domains of the selection that the budget leaves out (a budget with a `domains` list).
+    excluded: list[str] = dataclasses.field(default_factory=list)
 
 
 class Suite:
@@ -180,11 +183,34 @@ class Suite:
     def budget(self, name: str) -> dict[str, Any]:
         if name not in self.budgets:
             raise SuiteError(_unknown("budget", name, self.budgets))
-        return self.budgets[name]
+        spec = self.budgets[name] or {}
+        if spec.get("seeds") is not None:
+            # A budget's seed count used to replace the domains' and so could run more jobs than the paper.
+            raise SuiteError(
+                f"budget '{name}' sets 'seeds'; budgets keep each domain's seeds: use 'max_seeds: N' "
+                "to run at most N of them."
+            )
+        for domain in spec.get("domains") or {}:
+            if domain not in self.domains:
+                raise SuiteError(f"budget '{name}': {_unknown('domain', domain, self.domains)}")
+        return spec
+
+    def budget_domain(self, budget: str, domain: str) -> dict[str, Any] | None:
+        """The budget's settings for ``domain`` (``{}`` if it has none); ``None`` if it leaves it out.
+
+        A budget without a ``domains`` section covers every domain.
+        """
+        listed = self.budget(budget).get("domains")
+        if listed is None:
+            return {}
+        return dict(listed[domain] or {}) if domain in listed else None
 
     def steps(self, domain: str, task: str, budget: str) -> int:
         """Env steps of one run of ``task`` under ``budget``."""
         spec = self.budget(budget)
+        own = self.budget_domain(budget, domain) or {}
+        if own.get("steps") is not None:
+            return int(float(own["steps"]))
         if spec.get("steps") is not None:
             return int(float(spec["steps"]))
         entry = self.domain(domain)
@@ -229,7 +255,9 @@ class Suite:
         select the tasks; the budget's ``tasks: smoke`` picks each domain's smoke tasks unless
         ``tasks`` are given. ``ablations`` (a list of ``abl_*`` presets, or ``[]`` for none) adds
         DreamerV3 runs with each on the ablation tasks, plus the unablated DreamerV3 on those tasks;
-        ``main=False`` plans the ablation runs only.
+        ``main=False`` plans the ablation runs only. A budget with a ``domains`` section runs only
+        those domains, with their own tasks, steps and flags; the others are ``Plan.excluded``.
+        Each domain runs its own seeds (at most the budget's ``max_seeds``) unless ``seeds`` is given.
         """
         budget_spec = self.budget(budget)
         outdir = Path(outdir).expanduser().absolute()
@@ -238,7 +266,13 @@ class Suite:
                 raise SuiteError(_unknown("agent", agent, self.agents))
         for name in domains or ():
             self.domain(name)
-        selected = self._select_tasks(domains, tasks, smoke=budget_spec.get("tasks") == "smoke")
+        selected = self._select_tasks(
+            domains, tasks, smoke=budget_spec.get("tasks") == "smoke", budget=budget
+        )
+        excluded = [d for d in dict.fromkeys(d for d, _ in selected) if self.budget_domain(budget, d) is None]
+        if not tasks:
+            excluded = [d for d in (domains or self.domains) if self.budget_domain(budget, d) is None]
+        selected = [(d, t) for d, t in selected if d not in excluded]
         runs: dict[str, RunSpec] = {}
 
         def add(domain: str, task: str, agent: str, seed: int, ablation: str = "") -> None:
@@ -278,12 +312,15 @@ class Suite:
                 ]
             default_seeds = self.ablations.get("seeds")
             for domain, task in ablation_tasks:
+                if self.budget_domain(budget, domain) is None:
+                    continue
                 if seeds is not None:
                     seed_list = list(seeds)
-                elif budget_spec.get("seeds") is not None:
-                    seed_list = list(range(int(budget_spec["seeds"])))
                 else:
-                    seed_list = list(range(int(default_seeds or 1)))
+                    count = int(default_seeds or 1)
+                    if budget_spec.get("max_seeds") is not None:
+                        count = min(count, int(budget_spec["max_seeds"]))
+                    seed_list = list(range(count))
                 for seed in seed_list:
                     add(domain, task, "dreamerv3", seed)
                     for preset in presets:
@@ -300,14 +337,23 @@ class Suite:
                     continue
             planned.append(spec)
         _validate_runs(planned)
-        return Plan(planned, unavailable, outdir, budget)
+        return Plan(planned, unavailable, outdir, budget, excluded)
 
     def _select_tasks(
-        self, domains: Sequence[str] | None, tasks: Sequence[str] | None, smoke: bool
+        self, domains: Sequence[str] | None, tasks: Sequence[str] | None, smoke: bool, budget: str
     ) -> list[tuple[str, str]]:
         names = list(domains) if domains else list(self.domains)
         if not tasks:
-            return [(d, t) for d in names for t in self.tasks(d, "smoke" if smoke else "all")]
+            selected = []
+            for d in names:
+                own = self.budget_domain(budget, d)
+                if own is None:
+                    continue  # left out by the budget
+                if own.get("tasks"):
+                    selected += [(d, t) for t in expand_tasks(d, own["tasks"])]
+                else:
+                    selected += [(d, t) for t in self.tasks(d, "smoke" if smoke else "all")]
+            return selected
         selected: list[tuple[str, str]] = []
         for item in tasks:
             pin, pattern = item.split(":", 1) if ":" in item else (None, item)
@@ -328,12 +374,14 @@ class Suite:
         return selected
 
     def _seeds(self, domain: str, budget: str, seeds: Sequence[int] | None) -> list[int]:
+        """The seeds of a domain's runs: the paper's count (the domain's), at most the budget's ``max_seeds``."""
         if seeds is not None:
             return list(seeds)
-        count = self.budget(budget).get("seeds")
-        if count is None:
-            count = self.domain(domain).get("seeds", 1)
-        return list(range(int(count)))
+        count = int(self.domain(domain).get("seeds", 1))
+        cap = self.budget(budget).get("max_seeds")
+        if cap is not None:
+            count = min(count, int(cap))
+        return list(range(count))
 
     def _spec(
         self,
@@ -358,6 +406,8 @@ class Suite:
         if agent_spec.get("train_ratio") and budget_spec.get("domain_train_ratio", True):
             flags["run.train_ratio"] = _number(entry["train_ratio"])
         flags.update({k: _number(v) for k, v in (budget_spec.get("flags") or {}).items()})
+        own = self.budget_domain(budget, domain) or {}
+        flags.update({k: _number(v) for k, v in (own.get("flags") or {}).items()})
         flags.update({k: str(v) for k, v in (overrides or {}).items()})
         run_steps = int(steps) if steps is not None else self.steps(domain, task, budget)
         resources = budget_spec.get("resources") or {}
@@ -375,21 +425,31 @@ class Suite:
             cpus=float(cpus if cpus is not None else resources.get("cpus", 1)),
             gpus=float(gpus if gpus is not None else resources.get("gpus", 0)),
             size=_model_size(presets, entry.get("size", "size200m")),
+            obs=str(entry.get("obs", "image")),
         )
         return dataclasses.replace(spec, logdir=str(outdir / spec.run_id))
 
     # ------------------------------------------------------------ cost estimate
 
-    def estimate(self, spec: RunSpec, profile: str = "gpu") -> dict[str, float]:
-        """Env steps, gradient updates and estimated seconds of one run (rough; see suites.yaml cost)."""
-        cost = self.cost.get(profile)
-        if cost is None:
-            raise SuiteError(_unknown("cost profile", profile, [k for k in self.cost if k != "startup_s"]))
+    def estimate(
+        self,
+        spec: RunSpec,
+        profile: str = "gpu",
+        updates_per_s: float | None = None,
+        startup_s: float | None = None,
+    ) -> dict[str, float]:
+        """Env steps, gradient updates and estimated seconds of one run (see suites.yaml cost).
+
+        ``updates_per_s`` and ``startup_s`` (measured on this machine) replace the profile's rate for
+        the run's size and ``cost.startup_s``.
+        """
+        cost = self.cost.get(profile) or {}  # a suite file without a cost section: the defaults below
         ratio = _updates_per_step(spec.presets, spec.flags)
         updates = spec.steps * ratio if spec.agent == "dreamerv3" else 0.0
         env_rate = cost.get("ppo_env_steps_per_s" if spec.agent == "ppo" else "env_steps_per_s", 1000.0)
-        update_rate = (cost.get("updates_per_s") or {}).get(spec.size, 1.0)
-        seconds = float(self.cost.get("startup_s", 0)) + spec.steps / env_rate
+        update_rate = updates_per_s or (cost.get("updates_per_s") or {}).get(spec.size, 1.0)
+        startup = startup_s if startup_s is not None else float(self.cost.get("startup_s", 0))
+        seconds = startup + spec.steps / env_rate
         seconds += updates / update_rate if updates else 0.0
         return {"env_steps": float(spec.steps), "updates": updates, "seconds": seconds}
 

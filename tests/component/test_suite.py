@@ -92,7 +92,7 @@ def test_task_selection_and_errors(suite, tmp_path):
     plan = suite.plan(tmp_path, tasks=["dmc_vision:dmc_walker_walk"], agents=["dreamerv3"], seeds=[0])
     assert [s.domain for s in plan.runs] == ["dmc_vision"]
     plan = suite.plan(tmp_path, tasks=["bsuite_catch/*"], agents=["dreamerv3"], budget="short")
-    assert len(plan.runs) == 20 * 3  # 20 configurations, 3 seeds (the short budget's)
+    assert len(plan.runs) == 20  # 20 configurations, one run each (bsuite's one seed, in every budget)
     with pytest.raises(SuiteError, match="in none of the domains"):
         suite.plan(tmp_path, tasks=["atari_pongg"])
     with pytest.raises(SuiteError, match="Did you mean: atari100k"):
@@ -134,19 +134,24 @@ def test_run_states(tmp_path):
     assert RunSpec.from_dict(spec.to_dict()) == spec
 
 
-def test_dry_run_lists_runs_costs_and_unavailable_domains(tmp_path):
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "run_suite.py"), "--all", "--budget", "paper", "--dry-run",
-         "--outdir", str(tmp_path)],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+def test_dry_run_prints_the_plan_and_unavailable_domains(tmp_path):
+    command = [sys.executable, str(ROOT / "benchmarks" / "run_suite.py"), "--all", "--budget", "paper",
+               "--dry-run", "--no-measure", "--outdir", str(tmp_path / "runs")]  # fmt: skip
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    assert "atari/atari_alien/dreamerv3/seed0" in out and "bsuite/bsuite_umbrella_length-22/ppo/seed0" in out
+    # One line per domain, one per unavailable domain: not one per run (3,852 lines before).
+    assert len(out.splitlines()) < 30, out
     assert "Total:" in out and "updates" in out and "days" in out
     for domain in suite_domains_unavailable_here():
-        assert f"Unavailable: {domain}:" in out and "install" in out
-    assert not any(tmp_path.iterdir()), "a dry run must not create run folders"
+        lines = [line for line in out.splitlines() if line.startswith(f"  {domain} ")]
+        assert len(lines) == 1 and "unavailable here" in lines[0] and "install" in lines[0], out
+    assert "would stop here" in result.stderr and "--budget hour" in result.stderr
+    result = subprocess.run([*command, "--list-runs"], capture_output=True, text=True, timeout=300, env=env)
+    assert "atari/atari_alien/dreamerv3/seed0" in result.stdout
+    assert "bsuite/bsuite_umbrella_length-22/ppo/seed0" in result.stdout
+    assert not (tmp_path / "runs").exists(), "a dry run must not create run folders"
 
 
 def suite_domains_unavailable_here() -> list[str]:
