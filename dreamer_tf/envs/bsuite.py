@@ -85,10 +85,12 @@ def results_dir(config: Any) -> str:
 class BSuite(Wrapper):
     """One bsuite configuration, recorded to ``directory`` in bsuite's CSV format."""
 
-    def __init__(self, bsuite_id: str, directory: str | None, overwrite: bool = False) -> None:
+    def __init__(
+        self, bsuite_id: str, directory: str | None, overwrite: bool = False, seed: int | None = None
+    ) -> None:
         if "/" not in bsuite_id:
             bsuite_id = f"{bsuite_id}/0"
-        bsuite = require("bsuite", "bsuite", INSTALL)
+        require("bsuite", "bsuite", INSTALL)
         from bsuite import sweep
 
         if bsuite_id not in sweep.SETTINGS:
@@ -96,7 +98,7 @@ class BSuite(Wrapper):
             count = EXPERIMENTS.get(experiment)
             valid = f"0..{count - 1}" if count else f"experiments: {', '.join(EXPERIMENTS)}"
             raise ValueError(f"Unknown bsuite id '{bsuite_id}' ({valid}).")
-        dmenv = bsuite.load_from_id(bsuite_id)
+        dmenv = _load(bsuite_id, seed)
         self.recorder: CsvRecorder | None = None
         if directory:
             self.recorder = CsvRecorder.claim(bsuite_id, directory, overwrite)
@@ -294,6 +296,27 @@ def _number(text: str) -> Any:
     return text
 
 
+def _load(bsuite_id: str, seed: int | None) -> Any:
+    """The environment of ``bsuite_id``, its random draws seeded by ``seed`` where bsuite leaves them open.
+
+    Many ids (catch, cartpole, mountain_car, mnist, ...) set ``seed: None``, which seeds from the
+    operating system: a run could not be repeated. Seeds an id fixes, and ``mapping_seed`` (which
+    defines the problem itself), are kept.
+    """
+    import inspect
+
+    from bsuite import bsuite as registry
+    from bsuite import sweep
+
+    experiment = bsuite_id.split("/")[0]
+    kwargs = dict(sweep.SETTINGS[bsuite_id])
+    parameter = inspect.signature(registry.EXPERIMENT_NAME_TO_ENVIRONMENT[experiment]).parameters.get("seed")
+    if seed is not None and parameter is not None:
+        if kwargs.get("seed", parameter.default) is None:
+            kwargs["seed"] = int(seed)
+    return registry.load(experiment, kwargs)
+
+
 def _unwrap(env: Any) -> Any:
     while not hasattr(env, "bsuite_num_episodes") and hasattr(env, "_env"):
         env = env._env
@@ -303,4 +326,7 @@ def _unwrap(env: Any) -> Any:
 def make(task: str, config: Any) -> Env:
     """``bsuite_<id>``, e.g. ``bsuite_catch/0``, with ``config.env.bsuite``."""
     settings = config.env.bsuite
-    return standardize(BSuite(task, results_dir(config), overwrite=bool(settings.get("overwrite", False))))
+    overwrite = bool(settings.get("overwrite", False))
+    return standardize(
+        BSuite(task, results_dir(config), overwrite=overwrite, seed=getattr(config, "seed", None))
+    )
