@@ -18,6 +18,9 @@ Spaces are converted as the agent expects them:
   agent's value unchanged); ``MultiDiscrete`` and ``MultiBinary`` become one categorical key per
   dimension (``action/0``, ``action/1``, ...); ``Dict`` and ``Tuple`` actions are flattened too.
 - ``is_terminal`` is Gymnasium's ``terminated``; ``is_last`` is ``terminated or truncated``.
+- an environment made with ``render_mode="rgb_array"`` (``--env.gym.render_mode rgb_array``) adds its
+  rendered frame as ``log/image`` (for episode videos, never seen by the agent), subsampled to at most
+  ``MAX_FRAME_SIZE`` pixels on its long side.
 """
 
 from __future__ import annotations
@@ -39,6 +42,10 @@ INSTALL = "pip install gymnasium"
 NAMESPACE_PACKAGES = {
     "ALE": ("ale_py", "ale-py", "pip install ale-py"),
 }
+
+# Rendered frames (``log/image``) are subsampled to this many pixels on their long side at most: CartPole's
+# 400x600 frames would otherwise take 0.7 GB for one recorded 1000-step episode.
+MAX_FRAME_SIZE = 256
 
 Path = tuple[Any, ...]  # keys (dict) and indices (tuple) leading from the root space to a leaf
 
@@ -100,6 +107,18 @@ class FromGym(Env):
                 "rename them with a gymnasium wrapper."
             )
         self._obs_space.update(standard_obs_spaces())
+        self._render = getattr(env, "render_mode", None) == "rgb_array"
+        if self._render:
+            # A frame's size is known once the environment has been reset; the first step's reset
+            # reseeds with the same seed, so the episodes are the same as without rendering.
+            self._env.reset(seed=seed)
+            try:
+                frame = self._frame()
+            except gymnasium.error.DependencyNotInstalled as error:  # e.g. pygame for classic control
+                raise MissingPackageError(
+                    f"Rendering {env} needs a package that is not installed: {error}"
+                ) from error
+            self._obs_space["log/image"] = Space(np.uint8, frame.shape)
         self._act_space = {"reset": Space(bool)}
         for converter in self._act_converters:
             self._act_space.update(converter.spaces)
@@ -151,7 +170,17 @@ class FromGym(Env):
         out["is_first"] = np.asarray(is_first)
         out["is_last"] = np.asarray(is_last)
         out["is_terminal"] = np.asarray(is_terminal)
+        if self._render:
+            out["log/image"] = self._frame()
         return out
+
+    def _frame(self) -> np.ndarray:
+        """The rendered frame as uint8 (H, W, 3), subsampled to ``MAX_FRAME_SIZE`` at most."""
+        frame = np.asarray(self._env.render())
+        if frame.ndim == 2:
+            frame = np.repeat(frame[..., None], 3, -1)
+        stride = -(-max(frame.shape[:2]) // MAX_FRAME_SIZE)
+        return np.ascontiguousarray(frame[::stride, ::stride, :3], dtype=np.uint8)
 
     def _unflatten_action(self, action: dict[str, Any]) -> Any:
         if len(self._act_converters) == 1 and self._act_converters[0].path == ():
@@ -375,5 +404,7 @@ def make_gym_env(env_id: str, **kwargs: Any) -> Any:
 def make(task: str, config: Any) -> Env:
     """``gym_<EnvId>`` (e.g. ``gym_CartPole-v1``); ``config.env.gym`` entries go to ``gymnasium.make``."""
     kwargs = dict(getattr(config.env, "gym", None) or {})
+    if not kwargs.get("render_mode"):
+        kwargs.pop("render_mode", None)  # '': the environment's own default, no rendering
     seed = getattr(config, "seed", None)
     return FromGym(task, seed=None if seed is None else int(seed), **kwargs)

@@ -63,3 +63,61 @@ def test_dmc_log_image_gives_frames():
     assert not any(key.startswith("log/image") for key in record), record
     assert list(videos) == ["log/image"] and videos["log/image"].shape == (3, 64, 64, 3)
     assert videos["log/image"].std() > 0  # a rendered scene, not a blank frame
+
+
+def test_gymnasium_render_mode_gives_frames_and_the_same_episodes():
+    pytest.importorskip("ale_py")
+    from dreamer_tf.envs.gym import MAX_FRAME_SIZE, FromGym
+
+    # Pong's RAM as the observation, so that the rendered screen is the only image.
+    def run(**kwargs) -> tuple[dict, list[dict]]:
+        env = FromGym("ALE/Pong-v5", seed=3, obs_type="ram", frameskip=4, **kwargs)
+        try:
+            return env.obs_space, [env.step({"reset": t == 0, "action": np.int32(t % 6)}) for t in range(40)]
+        finally:
+            env.close()
+
+    space, rendered = run(render_mode="rgb_array")
+    plain_space, plain = run()
+    assert "log/image" not in plain_space and "image" not in space
+    assert space["log/image"].shape == (210, 160, 3) and max(space["log/image"].shape) <= MAX_FRAME_SIZE
+    frames = np.stack([obs["log/image"] for obs in rendered])
+    assert frames.dtype == np.uint8 and frames.shape == (40, 210, 160, 3)
+    assert not np.array_equal(frames[0], frames[-1])  # the game moves
+    for with_frames, without in zip(rendered, plain, strict=True):
+        assert np.array_equal(with_frames["vector"], without["vector"])  # rendering changes no episode
+
+
+def test_gymnasium_frames_are_subsampled_and_a_missing_renderer_is_named():
+    gymnasium = pytest.importorskip("gymnasium")
+    from dreamer_tf.envs.gym import FromGym
+    from dreamer_tf.envs.wrappers import MissingPackageError
+
+    class Big(gymnasium.Env):
+        observation_space = gymnasium.spaces.Box(-1, 1, (2,), np.float32)
+        action_space = gymnasium.spaces.Discrete(2)
+        render_mode = "rgb_array"
+
+        def reset(self, seed=None, options=None):
+            super().reset(seed=seed)
+            return np.zeros(2, np.float32), {}
+
+        def step(self, action):
+            return np.zeros(2, np.float32), 0.0, False, False, {}
+
+        def render(self):
+            return np.arange(400 * 600 * 3, dtype=np.int64).reshape(400, 600, 3).astype(np.uint8)
+
+    env = FromGym(Big())
+    assert env.obs_space["log/image"].shape == (134, 200, 3)  # every third pixel: 600 / 3 <= 256
+    frame = env.step({"reset": True, "action": np.int32(0)})["log/image"]
+    assert np.array_equal(frame, Big().render()[::3, ::3])
+
+    class NoRenderer(Big):
+        def render(self):
+            raise gymnasium.error.DependencyNotInstalled(
+                'pygame is not installed, run `pip install "gymnasium[classic-control]"`'
+            )
+
+    with pytest.raises(MissingPackageError, match="pip install"):
+        FromGym(NoRenderer())
