@@ -19,6 +19,10 @@ actions and carry (``Agent.policy(..., noise=...)``). Signatures: ``serving_defa
 sampled actions), ``policy_greedy`` (the actor's mode; the action noise is ignored) and
 ``initial_carry``.
 
+There is no Keras-format (``.keras``) export: that format stores a model's config and rebuilds it from
+its classes when loaded, so loading would need dreamer_tf's layers, which is what an export is for
+not needing; and the policy is a step function of (observations, carry, noise), not a Keras model.
+
 The export always runs on the TensorFlow backend in float32: started with another
 ``KERAS_BACKEND`` (a run trained on JAX), the command runs itself again with
 ``KERAS_BACKEND=tensorflow``; checkpoints hold plain arrays, so the weights load either way.
