@@ -20,6 +20,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from dreamer_tf.config import ConfigError
 from dreamer_tf.drawing import plot_lines
 from dreamer_tf.dreamerv3.behavior import ActorCritic
 from dreamer_tf.dreamerv3.optim import make_optimizer
@@ -249,6 +250,29 @@ class DreamerModel(keras.layers.Layer):
         return out
 
 
+def check_image_sizes(obs_space: dict[str, Space], enc_stages: int, dec_stages: int) -> None:
+    """Image sizes the convolutional encoder and decoder can take, or a ``ConfigError`` saying how to fix it.
+
+    Each stage halves height and width (the decoder doubles them back), so both must be multiples of
+    ``2 ** stages`` and end between 3 and 16 pixels: 64x64 and 96x96 with the default four stages.
+    """
+    _, imgkeys = split_obs_keys(obs_space)
+    for key in imgkeys:
+        height, width = obs_space[key].shape[:2]
+        fits = all(
+            size % 2**stages == 0 and 3 <= size // 2**stages <= 16
+            for size in (height, width)
+            for stages in (enc_stages, dec_stages)
+        )
+        if not fits:
+            raise ConfigError(
+                f"Image observation '{key}' is {height}x{width}; DreamerV3's encoder and decoder need sides "
+                f"that halve {max(enc_stages, dec_stages)} times into 3-16 pixels, such as 64x64 or 96x96. "
+                "Resize it (the atari, dmc, procgen and crafter domains do; for Gymnasium, "
+                "gymnasium.wrappers.ResizeObservation)."
+            )
+
+
 class Agent(KerasAgent):
     """DreamerV3 implementing the ``dreamer_tf.run.contracts.Agent`` protocol."""
 
@@ -260,6 +284,7 @@ class Agent(KerasAgent):
                     f"Continuous action '{key}' must be normalised to [-1, 1], got {space}. "
                     "Wrap the environment so its actions are rescaled (dreamer_tf.envs.gym does this)."
                 )
+        check_image_sizes(obs_space, len(config.agent.enc.mults), len(config.agent.dec.mults))
         model = DreamerModel(
             obs_space, self.act_space, config, seed=config.seed, name="dreamer", dtype=self.dtype_policy
         )

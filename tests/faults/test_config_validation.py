@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from dreamer_tf.config import CONSTRAINTS, ConfigError, _match_keys, load_config, read_presets, validate
@@ -179,3 +180,17 @@ def test_a_bad_value_given_to_the_sweep_is_refused_before_any_run(tmp_path, caps
     assert run_suite.main(argv) == 2
     line = one_error_line(capsys)
     assert "'batch_size' is 0, but it must be >= 1" in line and "run bsuite/" in line
+
+
+def test_images_the_convolutions_cannot_take_are_one_line(tmp_path):
+    from dreamer_tf.dreamerv3.agent import check_image_sizes
+    from dreamer_tf.spaces import Space
+
+    for size in ((64, 64), (96, 96), (64, 96)):
+        check_image_sizes({"image": Space(np.uint8, (*size, 3))}, 4, 4)
+    # Atari's raw 210x160 screen (gym_ALE/Pong-v5): 210 does not halve four times.
+    with pytest.raises(ConfigError, match=r"'image' is 210x160.*ResizeObservation"):
+        check_image_sizes({"image": Space(np.uint8, (210, 160, 3))}, 4, 4)
+    with pytest.raises(ConfigError, match="is 32x32"):  # 2x2 after four halvings
+        check_image_sizes({"vector": Space(np.float32, (3,)), "image": Space(np.uint8, (32, 32, 3))}, 4, 4)
+    check_image_sizes({"image": Space(np.uint8, (32, 32, 3))}, 3, 3)  # fewer stages take it
