@@ -142,7 +142,12 @@ def main(argv=None) -> dict:
     flops = None
     if args.flops or args.flops_only:
         log("counting the FLOPs of an update ...")
-        flops = count_flops(agent, batches[0], args)
+        try:
+            flops = count_flops(agent, batches[0], args)
+        except RuntimeError as error:  # e.g. TensorFlow without JAX installed: time the rest anyway
+            if args.flops_only:
+                raise
+            log(f"FLOPs not counted: {error}")
     if args.flops_only:
         result = {"flops_per_update": flops}
         if args.json:
