@@ -225,6 +225,13 @@ def count_flops(agent, batch: dict, args: argparse.Namespace) -> float:
 
     if backend.backend() == "jax":
         return agent.runner.train_flops(agent.train_inputs(batch))
+    return jax_flops(args.configs, args.overrides, args.vector_only, args.precision)
+
+
+def jax_flops(
+    configs: list[str], overrides: list[str], vector_only: bool = False, precision: str | None = None
+) -> float:
+    """FLOPs of one update of this workload, counted by ``--flops-only`` in a JAX subprocess."""
     command = [
         sys.executable,
         "-m",
@@ -234,9 +241,9 @@ def count_flops(agent, batch: dict, args: argparse.Namespace) -> float:
         "--flops-only",
         "--json",
     ]
-    command += ["--configs", *args.configs] + (["--vector-only"] if args.vector_only else [])
-    command += ["--precision", args.precision] if args.precision else []
-    command += list(args.overrides)
+    command += ["--configs", *configs] + (["--vector-only"] if vector_only else [])
+    command += ["--precision", precision] if precision else []
+    command += list(overrides)
     env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
     done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
     if done.returncode != 0:

@@ -2,39 +2,16 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
-from dreamer_tf.harness.throughput import hardware_use
+from dreamer_tf.harness.throughput import hardware_use, jax_flops
 
 # The count always runs on JAX (in a subprocess here), whatever the session's backend.
 pytestmark = pytest.mark.backend_independent
 
-ROOT = Path(__file__).resolve().parents[2]
-
 
 def flops(*overrides: str) -> float:
-    command = [
-        sys.executable,
-        "-m",
-        "dreamer_tf.harness.throughput",
-        "--backend",
-        "jax",
-        "--flops-only",
-        "--json",
-    ]
-    command += ["--configs", "debug", "--vector-only", *overrides]
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT)}
-    done = subprocess.run(
-        command, capture_output=True, text=True, env=env, cwd=ROOT, timeout=600, check=False
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])["flops_per_update"]
+    return jax_flops(["debug"], list(overrides), vector_only=True)
 
 
 def test_the_count_scales_with_the_batch_and_counts_every_step_of_the_loops():
