@@ -2,13 +2,15 @@
 
 The workload mirrors the official dummy task: a 64×64×3 image plus vectors,
 five discrete actions, replayed batches of 16 × 64 (+ replay context); ``--vector-only``
-drops the image (the workload of BSuite and DMC proprio).
+drops the image (the workload of BSuite and DMC proprio); ``--workload dmc_proprio`` has the spaces
+of ``dmc_cartpole_balance`` (position and velocity vectors, one continuous action).
 
     python benchmarks/throughput.py --configs size12m --json
     python benchmarks/throughput.py --configs size1m --backend jax --precision bfloat16 --json
 
 Prints progress on stderr and, with ``--json``, one JSON line on stdout with
-``param_count``, ``updates_per_s``, ``policy_steps_per_s``, ``peak_rss_mb``,
+``param_count``, ``updates_per_s``, ``updates_per_cpu_s`` (per second of this process's CPU time),
+``startup_s`` (process start to the first update done), ``policy_steps_per_s``, ``peak_rss_mb``,
 ``backend``, ``precision``, ``device`` and the timing details, and the distance to the hardware:
 ``flops_per_update`` (XLA's cost analysis of the update traced on JAX with unrolled time loops; on
 TensorFlow the same model is counted in a JAX subprocess, the maths being the same), the achieved
@@ -25,6 +27,7 @@ import resource
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 # Dense peak TFLOP/s by device name (vendor data sheets; SXM parts), float32 and 16-bit matmuls.
 PEAK_TFLOPS = {
@@ -51,8 +54,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--policy-steps", type=int, default=50, help="timed policy calls")
     parser.add_argument("--xla", action="store_true", help="TensorFlow: compile with XLA (jit_compile)")
     parser.add_argument(
-        "--vector-only", action="store_true", help="no image input (the workload of BSuite and DMC proprio)"
+        "--workload",
+        choices=["dummy", "vector", "dmc_proprio"],
+        default="dummy",
+        help="dummy: image, vectors and 5 discrete actions (default); vector: the same without the "
+        "image; dmc_proprio: dmc_cartpole_balance's position and velocity and 1 continuous action",
     )
+    parser.add_argument("--vector-only", action="store_true", help="the same as --workload vector")
     parser.add_argument(
         "--no-flops", dest="flops", action="store_false", help="skip counting the FLOPs of an update"
     )
@@ -65,7 +73,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--json", action="store_true", help="print one JSON line on stdout")
     args, overrides = parser.parse_known_args(argv)
     args.overrides = overrides
+    if args.vector_only:
+        args.workload = "vector"
+    args.vector_only = args.workload == "vector"
     return args
+
+
+def process_age_s() -> float | None:
+    """Seconds since this process started (Linux: /proc; None elsewhere)."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+    except (OSError, IndexError, ValueError):
+        return None
+    return uptime - ticks / os.sysconf("SC_CLK_TCK")
 
 
 def peak_rss_mb() -> float:
@@ -105,9 +126,15 @@ def main(argv=None) -> dict:
         "is_last": Space(bool),
         "is_terminal": Space(bool),
     }
-    if args.vector_only:
+    if args.workload != "dummy":
         del obs_space["image"]
     act_space = {"action": Space(np.int32, (), 0, 5)}
+    if args.workload == "dmc_proprio":
+        for key in ("vector", "float2d"):
+            del obs_space[key]
+        obs_space.update(position=Space(np.float32, (3,)), velocity=Space(np.float32, (2,)))
+        act_space = {"action": Space(np.float32, (1,), -1.0, 1.0)}
+    continuous = act_space["action"].dtype == np.float32
 
     start = time.perf_counter()
     agent = Agent(obs_space, act_space, config)
@@ -124,11 +151,15 @@ def main(argv=None) -> dict:
                 "image": rng.integers(0, 256, (B, T, 64, 64, 3), dtype=np.uint8),
                 "vector": rng.normal(size=(B, T, 7)).astype(np.float32),
                 "float2d": rng.normal(size=(B, T, 4, 5)).astype(np.float32),
+                "position": rng.normal(size=(B, T, 3)).astype(np.float32),
+                "velocity": rng.normal(size=(B, T, 2)).astype(np.float32),
                 "reward": rng.normal(size=(B, T)).astype(np.float32),
                 "is_first": rng.random((B, T)) < 0.01,
                 "is_last": np.zeros((B, T), bool),
                 "is_terminal": np.zeros((B, T), bool),
-                "action": rng.integers(0, 5, (B, T)).astype(np.int32),
+                "action": rng.uniform(-1, 1, (B, T, 1)).astype(np.float32)
+                if continuous
+                else rng.integers(0, 5, (B, T)).astype(np.int32),
                 "dyn/deter": rng.normal(size=(B, T, dyn.deter)).astype(np.float32) * 0.1,
                 "dyn/stoch": rng.integers(0, dyn.classes, (B, T, dyn.stoch)).astype(np.int32),
                 "stepid": np.arange(B * T, dtype=np.int64).reshape(B, T),
@@ -157,13 +188,14 @@ def main(argv=None) -> dict:
     start = time.perf_counter()
     agent.train(batches[0])
     compile_s = time.perf_counter() - start
+    startup_s = process_age_s()
     log(f"compiled in {compile_s:.1f}s; timing {args.updates} updates ...")
     agent.train(batches[1])  # a second call catches retracing
-    count, start = 0, time.perf_counter()
+    count, start, cpu = 0, time.perf_counter(), time.process_time()
     while count < args.updates or time.perf_counter() - start < args.seconds:
         metrics, _ = agent.train(batches[count % len(batches)])
         count += 1
-    train_s = time.perf_counter() - start
+    train_s, cpu_s = time.perf_counter() - start, time.process_time() - cpu
     assert np.isfinite(metrics["opt/loss"]), metrics
 
     n = args.envs
@@ -172,6 +204,8 @@ def main(argv=None) -> dict:
             "image": rng.integers(0, 256, (n, 64, 64, 3), dtype=np.uint8),
             "vector": rng.normal(size=(n, 7)).astype(np.float32),
             "float2d": rng.normal(size=(n, 4, 5)).astype(np.float32),
+            "position": rng.normal(size=(n, 3)).astype(np.float32),
+            "velocity": rng.normal(size=(n, 2)).astype(np.float32),
             "reward": np.zeros(n, np.float32),
             "is_first": np.zeros(n, bool),
             "is_last": np.zeros(n, bool),
@@ -190,6 +224,7 @@ def main(argv=None) -> dict:
         "vector_only": args.vector_only,
         "param_count": agent.param_count,
         "updates_per_s": round(count / train_s, 4),
+        "updates_per_cpu_s": round(count / cpu_s, 4),
         "ms_per_update": round(1000 * train_s / count, 2),
         "policy_steps_per_s": round(n * args.policy_steps / policy_s, 1),
         "policy_calls_per_s": round(args.policy_steps / policy_s, 1),
@@ -200,6 +235,8 @@ def main(argv=None) -> dict:
         "batch": [B, config.batch_length],
         "build_s": round(build_s, 2),
         "compile_s": round(compile_s, 2),
+        "startup_s": None if startup_s is None else round(startup_s, 1),
+        "workload": args.workload,
         "updates_timed": count,
     }
     if flops is not None:
@@ -225,11 +262,11 @@ def count_flops(agent, batch: dict, args: argparse.Namespace) -> float:
 
     if backend.backend() == "jax":
         return agent.runner.train_flops(agent.train_inputs(batch))
-    return jax_flops(args.configs, args.overrides, args.vector_only, args.precision)
+    return jax_flops(args.configs, args.overrides, args.workload, args.precision)
 
 
 def jax_flops(
-    configs: list[str], overrides: list[str], vector_only: bool = False, precision: str | None = None
+    configs: list[str], overrides: list[str], workload: str = "dummy", precision: str | None = None
 ) -> float:
     """FLOPs of one update of this workload, counted by ``--flops-only`` in a JAX subprocess."""
     command = [
@@ -241,7 +278,7 @@ def jax_flops(
         "--flops-only",
         "--json",
     ]
-    command += ["--configs", *configs] + (["--vector-only"] if vector_only else [])
+    command += ["--configs", *configs, "--workload", workload]
     command += ["--precision", precision] if precision else []
     command += list(overrides)
     env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}

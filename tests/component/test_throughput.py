@@ -11,7 +11,7 @@ pytestmark = pytest.mark.backend_independent
 
 
 def flops(*overrides: str) -> float:
-    return jax_flops(["debug"], list(overrides), vector_only=True)
+    return jax_flops(["debug"], list(overrides), workload="vector")
 
 
 def test_the_count_scales_with_the_batch_and_counts_every_step_of_the_loops():

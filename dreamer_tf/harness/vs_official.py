@@ -1,0 +1,276 @@
+"""Ours against the official danijar/dreamerv3, side by side on the same machine and workloads.
+
+    python benchmarks/parity.py setup --venv ~/dreamerv3-venv        # the official environment, once
+    git clone https://github.com/danijar/dreamerv3 ~/dreamerv3 && git -C ~/dreamerv3 checkout e3f0224
+    python benchmarks/vs_official.py --official ~/dreamerv3 --venv ~/dreamerv3-venv
+
+Each measurement is one process that builds an agent, compiles its train step on a random batch of
+the workload's spaces and times the updates after it: ours with ``benchmarks/throughput.py`` on each
+Keras backend, the official one with ``benchmarks/official_throughput.py`` in its own virtual
+environment (JAX 0.4.33). A workload is a set of spaces with a size preset of both codebases:
+``dmc_proprio`` (``dmc_cartpole_balance``'s position, velocity and one continuous action) and
+``dummy`` (the official dummy task's 64×64×3 image, vectors and five discrete actions), batch 16 × 64.
+
+By default every process runs on one pinned core with one thread (``taskset``, ``OMP_NUM_THREADS``,
+TensorFlow's and XLA's thread pools), so that updates per CPU-second compare the code and not the
+thread pools; ``--whole-machine`` leaves both free. Repetitions are interleaved (ours, official,
+official, ours, ...), so that a machine whose speed drifts treats both sides alike. Prints one
+Markdown table (medians over repetitions) and writes every measurement to ``--json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from dreamer_tf.harness.parity import OFFICIAL_COMMIT
+from dreamer_tf.harness.plan import cpu_model, gpu_names
+
+ROOT = Path(__file__).resolve().parents[2]
+OFFICIAL_SIDE = ROOT / "benchmarks" / "official_throughput.py"
+SIDES = ("tensorflow", "jax", "official")
+# Timed updates per process after the compiling one, by preset, on a CPU (--updates overrides).
+CPU_UPDATES = {"size1m": 12, "size12m": 2}
+DEFAULT_WORKLOADS = ("dmc_proprio:size1m", "dummy:size1m", "dummy:size12m")
+WORKLOADS = ("dmc_proprio", "dummy", "vector")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--official", required=True, help=f"checkout of danijar/dreamerv3 (measured at {OFFICIAL_COMMIT})"
+    )
+    parser.add_argument(
+        "--venv", required=True, help="the official code's environment (benchmarks/parity.py setup)"
+    )
+    parser.add_argument(
+        "--workloads",
+        nargs="+",
+        default=list(DEFAULT_WORKLOADS),
+        help="WORKLOAD:PRESET pairs; workloads: " + ", ".join(WORKLOADS),
+    )
+    parser.add_argument("--sides", nargs="+", default=list(SIDES), choices=SIDES)
+    parser.add_argument("--reps", type=int, default=2, help="processes per side and workload")
+    parser.add_argument("--updates", type=int, default=None, help="timed updates per process")
+    parser.add_argument("--precision", choices=["float32", "bfloat16"], default=None,
+                        help="default: float32 on a CPU, bfloat16 on a GPU")  # fmt: skip
+    parser.add_argument("--core", type=int, default=0, help="the core every process is pinned to")
+    parser.add_argument("--whole-machine", action="store_true", help="no pinning and default thread pools")
+    parser.add_argument(
+        "--ours-flags", default="", help="config overrides for ours, e.g. '--compile.unroll true'"
+    )
+    parser.add_argument("--timeout", type=float, default=3600.0, help="seconds per process")
+    parser.add_argument("--json", default=None, help="write every measurement here")
+    args = parser.parse_args(argv)
+    for item in args.workloads:
+        workload, _, preset = item.partition(":")
+        if workload not in WORKLOADS or not preset:
+            parser.error(
+                f"--workloads {item}: expected WORKLOAD:PRESET with WORKLOAD one of {', '.join(WORKLOADS)}"
+            )
+    if args.reps < 1:
+        parser.error("--reps must be at least 1")
+    return args
+
+
+def thread_env(whole_machine: bool) -> dict[str, str]:
+    """Environment variables that hold TensorFlow, XLA and OpenMP to one thread (none: machine-wide)."""
+    if whole_machine:
+        return {}
+    return {
+        "OMP_NUM_THREADS": "1",
+        "TF_NUM_INTRAOP_THREADS": "1",
+        "TF_NUM_INTEROP_THREADS": "1",
+        "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1",
+    }
+
+
+def command(
+    side: str, workload: str, preset: str, updates: int, precision: str, args: argparse.Namespace
+) -> tuple[list[str], dict[str, str]]:
+    """The command line and environment of one measurement."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **thread_env(args.whole_machine)}
+    if side == "official":
+        python = str(Path(args.venv) / "bin" / "python")
+        line = [python, str(OFFICIAL_SIDE), "--official", str(args.official), "--preset", preset,
+                "--workload", workload, "--updates", str(updates), "--precision", precision,
+                "--platform", "cuda" if gpu_names() else "cpu"]  # fmt: skip
+        env["PYTHONPATH"] = str(Path(args.official).resolve())
+        if not gpu_names():
+            env["JAX_PLATFORMS"] = "cpu"
+    else:
+        line = [sys.executable, "-m", "dreamer_tf.harness.throughput", "--backend", side, "--configs", preset,
+                "--workload", workload, "--updates", str(updates), "--precision", precision,
+                "--policy-steps", "0", "--no-flops", "--json", *args.ours_flags.split()]  # fmt: skip
+        env["KERAS_BACKEND"] = side
+    if not args.whole_machine and shutil.which("taskset"):
+        line = ["taskset", "-c", str(args.core), *line]
+    return line, env
+
+
+def measure(line: list[str], env: dict[str, str], timeout: float) -> dict[str, Any]:
+    """Run one measurement: its JSON result, or the error with the end of its output."""
+    start = time.perf_counter()
+    try:
+        done = subprocess.run(line, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout:.0f} s"}
+    wall = time.perf_counter() - start
+    if done.returncode != 0:
+        return {"error": f"exit {done.returncode}: {done.stderr.strip()[-400:]}"}
+    try:
+        result = json.loads(done.stdout.strip().splitlines()[-1])
+    except (IndexError, json.JSONDecodeError):
+        return {"error": f"no JSON line in its output: {done.stdout.strip()[-200:]}"}
+    return {**result, "process_wall_s": round(wall, 1)}
+
+
+def order(sides: list[str], rep: int) -> list[str]:
+    """The sides of one repetition: forwards on even ones, backwards on odd ones (A B, B A, ...)."""
+    return list(sides) if rep % 2 == 0 else list(reversed(sides))
+
+
+def summarise(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per workload and side: medians of the repetitions that ran, and the ratio to the official."""
+    rows: list[dict[str, Any]] = []
+    keys = list(dict.fromkeys((r["workload"], r["preset"], r["side"]) for r in results))
+    for workload, preset, side in keys:
+        runs = [r for r in results if (r["workload"], r["preset"], r["side"]) == (workload, preset, side)]
+        good = [r for r in runs if "error" not in r]
+        row: dict[str, Any] = {"workload": workload, "preset": preset, "side": side, "reps": len(good)}
+        if not good:
+            row["error"] = runs[-1]["error"]
+            rows.append(row)
+            continue
+        for key in ("updates_per_s", "updates_per_cpu_s", "startup_s"):
+            values = [r[key] for r in good if r.get(key) is not None]
+            row[key] = statistics.median(values) if values else None
+            row[f"{key}_all"] = values
+        row["peak_rss_mb"] = max(r["peak_rss_mb"] for r in good)
+        rows.append(row)
+    for row in rows:
+        official = next(
+            (
+                o
+                for o in rows
+                if (o["workload"], o["preset"], o["side"]) == (row["workload"], row["preset"], "official")
+            ),
+            None,
+        )
+        for key in ("updates_per_s", "updates_per_cpu_s"):
+            if official and official.get(key) and row.get(key):
+                row[f"{key}_ratio"] = row[key] / official[key]
+    return rows
+
+
+def markdown(rows: list[dict[str, Any]], cpu_rate: bool) -> str:
+    """The table: updates/s, updates per CPU-second, start-up, peak RSS and the ratios to the official."""
+    lines = [
+        "| workload | code | updates/s | updates per CPU-second | start-up to the first update | peak RSS | ours / official (per s, per CPU-s) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    names = {"tensorflow": "ours, TensorFlow", "jax": "ours, JAX", "official": "official (JAX 0.4.33)"}
+
+    def fmt(values: list[float] | None, digits: int = 3) -> str:
+        if not values:
+            return "–"
+        median = statistics.median(values)
+        text = f"{median:.{digits}g}"
+        return text + (f" ({', '.join(f'{v:.{digits}g}' for v in values)})" if len(values) > 1 else "")
+
+    for row in rows:
+        label = f"`{row['workload']}`, `{row['preset']}`"
+        if "error" in row:
+            lines.append(f"| {label} | {names[row['side']]} | failed: {row['error'][:120]} | | | | |")
+            continue
+        ratio = "–"
+        if "updates_per_s_ratio" in row:
+            ratio = (
+                f"{row['updates_per_s_ratio']:.2f}×, {row.get('updates_per_cpu_s_ratio', float('nan')):.2f}×"
+            )
+        if row["side"] == "official":
+            ratio = "1"
+        startup = fmt(row.get("startup_s_all"), 3)
+        lines.append(
+            f"| {label} | {names[row['side']]} | {fmt(row['updates_per_s_all'])} | "
+            f"{fmt(row['updates_per_cpu_s_all']) if cpu_rate else '–'} | {startup} s | "
+            f"{row['peak_rss_mb'] / 1024:.1f} GB | {ratio} |"
+        )
+    return "\n".join(lines)
+
+
+def git_commit(path: Path) -> str:
+    done = subprocess.run(
+        ["git", "-C", str(path), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    )
+    return done.stdout.strip() or "unknown"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if not (Path(args.official) / "dreamerv3" / "agent.py").exists():
+        print(f"error: --official {args.official} is not a checkout of danijar/dreamerv3 (clone it: "
+              f"git clone https://github.com/danijar/dreamerv3 {args.official})", file=sys.stderr)  # fmt: skip
+        return 2
+    if "official" in args.sides and not (Path(args.venv) / "bin" / "python").exists():
+        print(f"error: --venv {args.venv} has no Python; make it with: python benchmarks/parity.py setup --venv "
+              f"{args.venv}", file=sys.stderr)  # fmt: skip
+        return 2
+    gpu = bool(gpu_names())
+    precision = args.precision or ("bfloat16" if gpu else "float32")
+    machine = ", ".join(gpu_names()) if gpu else f"{cpu_model()}, {os.cpu_count()} cores"
+    threads = "whole machine" if args.whole_machine else f"one thread pinned to core {args.core}"
+    header = {
+        "machine": machine,
+        "threads": threads,
+        "precision": precision,
+        "ours": git_commit(ROOT),
+        "official": git_commit(Path(args.official)),
+        "load_at_start": os.getloadavg()[0],
+        "python": platform.python_version(),
+        "command": "python benchmarks/vs_official.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+    }
+    print(f"[vs_official] {machine}; {threads}; {precision}; ours {header['ours']}, official {header['official']}",
+          file=sys.stderr)  # fmt: skip
+    results: list[dict[str, Any]] = []
+    for item in args.workloads:
+        workload, _, preset = item.partition(":")
+        updates = args.updates or (50 if gpu else CPU_UPDATES.get(preset, 4))
+        for rep in range(args.reps):
+            for side in order(args.sides, rep):
+                line, env = command(side, workload, preset, updates, precision, args)
+                print(f"[vs_official] {workload} {preset} {side} rep {rep + 1}/{args.reps} ...", file=sys.stderr,
+                      flush=True)  # fmt: skip
+                result = measure(line, env, args.timeout)
+                result.update(workload=workload, preset=preset, side=side, rep=rep)
+                results.append(result)
+                shown = result.get("error") or (
+                    f"{result['updates_per_s']} updates/s, {result.get('updates_per_cpu_s')} per CPU-s, "
+                    f"start-up {result.get('startup_s')} s, peak RSS {result['peak_rss_mb']:.0f} MB"
+                )
+                print(f"[vs_official]   {shown}", file=sys.stderr, flush=True)
+                if args.json:  # nothing measured is lost to a later failure
+                    Path(args.json).write_text(json.dumps({**header, "results": results}, indent=1))
+    rows = summarise(results)
+    print(f"Machine: {machine}; {threads}; {precision}; load {header['load_at_start']:.2f} at the start. "
+          f"Ours {header['ours']}, official {header['official']}. Medians of {args.reps} interleaved "
+          "processes (each one in brackets).\n")  # fmt: skip
+    print(markdown(rows, cpu_rate=not gpu))
+    if args.json:
+        Path(args.json).write_text(json.dumps({**header, "results": results, "rows": rows}, indent=1))
+    return 0 if all("error" not in r for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,105 @@
+"""benchmarks/vs_official.py: the order of its processes, their commands, and its table.
+
+The official side needs the official code in its own environment, which CI does not install: here it is
+a stand-in Python that prints a fixed measurement, while our side really runs ``throughput.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+
+import pytest
+
+from dreamer_tf.harness import vs_official
+
+pytestmark = pytest.mark.backend_independent
+
+
+def test_repetitions_alternate_the_order_of_the_sides():
+    sides = ["tensorflow", "jax", "official"]
+    assert vs_official.order(sides, 0) == sides
+    assert vs_official.order(sides, 1) == ["official", "jax", "tensorflow"]
+    assert vs_official.order(sides, 2) == sides
+
+
+def test_every_process_is_pinned_to_one_core_and_one_thread(tmp_path):
+    args = vs_official.parse_args(
+        ["--official", str(tmp_path / "src"), "--venv", str(tmp_path / "venv"), "--core", "1"]
+    )
+    ours, env = vs_official.command("jax", "dmc_proprio", "size1m", 12, "float32", args)
+    assert ours[:3] == ["taskset", "-c", "1"] or not vs_official.shutil.which("taskset")
+    assert ours[ours.index("--backend") + 1] == "jax" and env["KERAS_BACKEND"] == "jax"
+    assert ours[ours.index("--workload") + 1] == "dmc_proprio" and "--no-flops" in ours
+    assert env["OMP_NUM_THREADS"] == env["TF_NUM_INTRAOP_THREADS"] == env["TF_NUM_INTEROP_THREADS"] == "1"
+    assert "intra_op_parallelism_threads=1" in env["XLA_FLAGS"]
+    official, env = vs_official.command("official", "dummy", "size12m", 2, "float32", args)
+    assert str(tmp_path / "venv" / "bin" / "python") in official
+    assert official[official.index("--preset") + 1] == "size12m"
+    assert env["PYTHONPATH"] == str((tmp_path / "src").resolve())
+    args = vs_official.parse_args(["--official", "x", "--venv", "y", "--whole-machine"])
+    line, env = vs_official.command("tensorflow", "dummy", "size1m", 12, "float32", args)
+    assert line[0] != "taskset" and "XLA_FLAGS" not in vs_official.thread_env(True)
+
+
+def test_the_table_gives_medians_and_the_ratio_to_the_official():
+    def result(side, rate, cpu_rate, startup, rss, rep):
+        return {"workload": "dummy", "preset": "size1m", "side": side, "rep": rep, "updates_per_s": rate,
+                "updates_per_cpu_s": cpu_rate, "startup_s": startup, "peak_rss_mb": rss}  # fmt: skip
+
+    results = [
+        result("tensorflow", 0.30, 0.25, 80.0, 2048.0, 0),
+        result("official", 0.10, 0.10, 95.0, 1024.0, 0),
+        result("official", 0.12, 0.08, 105.0, 1536.0, 1),
+        result("tensorflow", 0.20, 0.35, 90.0, 1024.0, 1),
+        {"workload": "dummy", "preset": "size1m", "side": "jax", "rep": 0, "error": "exit 1: boom"},
+    ]
+    rows = {row["side"]: row for row in vs_official.summarise(results)}
+    assert rows["tensorflow"]["updates_per_s"] == pytest.approx(0.25)  # median of 0.30 and 0.20
+    assert rows["official"]["updates_per_cpu_s"] == pytest.approx(0.09)
+    assert rows["tensorflow"]["updates_per_s_ratio"] == pytest.approx(0.25 / 0.11)
+    assert rows["tensorflow"]["updates_per_cpu_s_ratio"] == pytest.approx(0.30 / 0.09)
+    assert rows["tensorflow"]["peak_rss_mb"] == 2048.0 and rows["tensorflow"]["startup_s"] == 85.0
+    assert rows["jax"]["reps"] == 0 and "boom" in rows["jax"]["error"]
+    table = vs_official.markdown(list(rows.values()), cpu_rate=True)
+    assert (
+        "| `dummy`, `size1m` | ours, TensorFlow | 0.25 (0.3, 0.2) | 0.3 (0.25, 0.35) | 85 (80, 90) s | 2.0 GB | 2.27×, 3.33× |"
+        in table
+    )
+    assert "ours, JAX | failed: exit 1: boom" in table
+
+
+def test_a_missing_checkout_or_environment_is_one_line_with_exit_2(tmp_path, capsys):
+    assert vs_official.main(["--official", str(tmp_path), "--venv", str(tmp_path)]) == 2
+    assert "not a checkout of danijar/dreamerv3" in capsys.readouterr().err
+    (tmp_path / "dreamerv3").mkdir()
+    (tmp_path / "dreamerv3" / "agent.py").write_text("")
+    assert vs_official.main(["--official", str(tmp_path), "--venv", str(tmp_path / "none")]) == 2
+    assert "benchmarks/parity.py setup" in capsys.readouterr().err
+
+
+def test_a_measurement_of_ours_and_a_stand_in_official(tmp_path, capsys):
+    """Ours really trains (debug preset, dmc_proprio spaces); the official side prints a fixed line."""
+    checkout = tmp_path / "dreamerv3"
+    (checkout / "dreamerv3").mkdir(parents=True)
+    (checkout / "dreamerv3" / "agent.py").write_text("")
+    python = tmp_path / "venv" / "bin" / "python"
+    python.parent.mkdir(parents=True)
+    line = {"updates_per_s": 2.0, "updates_per_cpu_s": 1.0, "startup_s": 9.0, "peak_rss_mb": 512.0}
+    python.write_text(f"#!/bin/sh\necho '{json.dumps(line)}'\n")
+    python.chmod(python.stat().st_mode | stat.S_IEXEC)
+    out = tmp_path / "out.json"
+    argv = ["--official", str(checkout), "--venv", str(tmp_path / "venv"), "--workloads", "dmc_proprio:debug",
+            "--sides", "tensorflow", "official", "--reps", "1", "--updates", "2", "--json", str(out)]  # fmt: skip
+    assert vs_official.main(argv) == 0, capsys.readouterr().err
+    record = json.loads(Path(out).read_text())
+    ours = next(r for r in record["results"] if r["side"] == "tensorflow")
+    assert ours["workload"] == "dmc_proprio" and ours["updates_timed"] == 2 and ours["updates_per_cpu_s"] > 0
+    assert 0 < ours["startup_s"] < ours["process_wall_s"]
+    row = next(r for r in record["rows"] if r["side"] == "tensorflow")
+    assert row["updates_per_s_ratio"] == pytest.approx(ours["updates_per_s"] / 2.0)
+    assert (
+        "| `dmc_proprio`, `debug` | official (JAX 0.4.33) | 2 | 1 | 9 s | 0.5 GB | 1 |"
+        in capsys.readouterr().out
+    )
