@@ -80,7 +80,7 @@ def main() -> int:
     logdir = tempfile.mkdtemp(prefix="official_throughput_")
     config = config.update(
         {"jax.platform": args.platform, "jax.compute_dtype": args.precision, "jax.prealloc": False,
-         "jax.profiler": False, "batch_size": B, "batch_length": T, "logdir": logdir}
+         "batch_size": B, "batch_length": T, "logdir": logdir}
     )  # fmt: skip
     agent_config = elements.Config(
         **config.agent, logdir=logdir, seed=0, jax=config.jax, batch_size=B, batch_length=T,
@@ -97,10 +97,13 @@ def main() -> int:
     else:
         act_space = {"action": elements.Space(dtype, shape, -1.0, 1.0)}
 
+    # Start JAX's CPU backend now, with this process's XLA_FLAGS (vs_official.py's one thread): the
+    # official setup replaces XLA_FLAGS with its GPU flags before the backend would otherwise start.
+    jax.devices()
     build = time.perf_counter()
     agent = official.Agent(obs_space, act_space, agent_config)
     build_s = time.perf_counter() - build
-    params = sum(int(np.prod(v.shape)) for v in agent.params.values())
+    params = sum(int(np.prod(v.shape)) for k, v in agent.params.items() if not k.startswith("opt/"))
 
     rng = np.random.default_rng(0)
     length = T + config.replay_context
