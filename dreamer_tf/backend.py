@@ -280,7 +280,9 @@ class JaxRunner:
     ``devices`` > 1 (0: every visible device) trains data-parallel, as the official agent's
     ``jax.train_devices``: the state is replicated on a one-axis mesh, each batch is split along its
     first axis, and XLA partitions the one compiled step (its means and percentiles stay over the
-    whole batch), so an update equals the one-device update up to float rounding.
+    whole batch), so an update equals the one-device update up to float rounding. The symexp twohot
+    reward and value predictions amplify that rounding while their outer bins (±4.9e8) still hold
+    probability, early in training, so there the two runs drift apart as runs on other hardware do.
     """
 
     def __init__(self, model, optimizer, jit: bool, unroll: bool = False, devices: int = 1) -> None:
