@@ -394,6 +394,16 @@ class JaxRunner:
         )
         return state, (metrics, updates)
 
+    def train_flops(self, data: dict) -> float:
+        """Floating-point operations of one update on ``data``: XLA's cost analysis of the step as
+        lowered (before optimisation), traced with unrolled time loops because the analysis counts a
+        loop's body once. Traces the step again; runs nothing."""
+        step = self.jax.jit(_unrolled(self._train_step, True))
+        analysis = step.lower(self.state, data).cost_analysis()
+        if isinstance(analysis, (list, tuple)):  # one entry per device program in older JAX
+            analysis = analysis[0]
+        return float(analysis["flops"])
+
     def gradients(self, data: dict) -> list[np.ndarray]:
         """The unscaled loss gradient of every trainable variable at the current weights (no update)."""
         trainable, non_trainable, _ = self.state

@@ -325,7 +325,7 @@ class Choice:
         return value in self.options
 
     def __str__(self) -> str:
-        return "one of " + ", ".join(self.options)
+        return "one of " + ", ".join(option or "''" for option in self.options)
 
 
 class Names:
@@ -355,6 +355,8 @@ CONSTRAINTS: dict[str, Range | Choice | Names] = {
     "replay_context": NON_NEGATIVE,
     "compile.precision": Choice("auto", "float32", "bfloat16", "float16"),
     "compile.devices": NON_NEGATIVE,
+    # '' renders nothing; rgb_array gives the frames episode videos record (other modes give none).
+    "env.gym.render_mode": Choice("", "rgb_array"),
     "run.steps": POSITIVE,
     "run.train_ratio": POSITIVE,
     "run.envs": AT_LEAST_ONE,

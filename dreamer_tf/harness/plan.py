@@ -130,7 +130,7 @@ def measure_throughput(size: str, obs: str, threads: int) -> dict[str, Any]:
     """Run ``benchmarks/throughput.py`` for one size (a few updates after compiling) in a process of
     ``threads`` threads, as a run of the sweep gets; returns its JSON result."""
     command = [sys.executable, "-m", "dreamer_tf.harness.throughput", "--configs", size, "--json"]
-    command += ["--updates", "3", "--seconds", "8", "--policy-steps", "3", "--envs", "1"]
+    command += ["--updates", "3", "--seconds", "8", "--policy-steps", "3", "--envs", "1", "--no-flops"]
     command += ["--vector-only"] if obs == "vector" else []
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TF_NUM_INTRAOP_THREADS"):

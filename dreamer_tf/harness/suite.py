@@ -447,6 +447,8 @@ class Suite:
         ratio = _updates_per_step(spec.presets, spec.flags)
         updates = spec.steps * ratio if spec.agent == "dreamerv3" else 0.0
         env_rate = cost.get("ppo_env_steps_per_s" if spec.agent == "ppo" else "env_steps_per_s", 1000.0)
+        if isinstance(env_rate, Mapping):  # per observation kind: PPO's CNN costs far more than its MLP
+            env_rate = env_rate[spec.obs]
         update_rate = updates_per_s or (cost.get("updates_per_s") or {}).get(spec.size, 1.0)
         startup = startup_s if startup_s is not None else float(self.cost.get("startup_s", 0))
         seconds = startup + spec.steps / env_rate

@@ -9,7 +9,11 @@ drops the image (the workload of BSuite and DMC proprio).
 
 Prints progress on stderr and, with ``--json``, one JSON line on stdout with
 ``param_count``, ``updates_per_s``, ``policy_steps_per_s``, ``peak_rss_mb``,
-``backend``, ``precision``, ``device`` and the timing details.
+``backend``, ``precision``, ``device`` and the timing details, and the distance to the hardware:
+``flops_per_update`` (XLA's cost analysis of the update traced on JAX with unrolled time loops; on
+TensorFlow the same model is counted in a JAX subprocess, the maths being the same), the achieved
+``tflops_per_s`` and, where the device's peak is known (a table of GPUs, or ``--peak-tflops``),
+``peak_tflops_per_s`` and ``utilisation``.
 """
 
 from __future__ import annotations
@@ -18,8 +22,16 @@ import argparse
 import json
 import os
 import resource
+import subprocess
 import sys
 import time
+
+# Dense peak TFLOP/s by device name (vendor data sheets; SXM parts), float32 and 16-bit matmuls.
+PEAK_TFLOPS = {
+    "H200": {"float32": 67.0, "bfloat16": 989.0, "float16": 989.0},
+    "H100": {"float32": 67.0, "bfloat16": 989.0, "float16": 989.0},
+    "A100": {"float32": 19.5, "bfloat16": 312.0, "float16": 312.0},
+}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -40,6 +52,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--xla", action="store_true", help="TensorFlow: compile with XLA (jit_compile)")
     parser.add_argument(
         "--vector-only", action="store_true", help="no image input (the workload of BSuite and DMC proprio)"
+    )
+    parser.add_argument(
+        "--no-flops", dest="flops", action="store_false", help="skip counting the FLOPs of an update"
+    )
+    parser.add_argument(
+        "--flops-only", action="store_true", help="count the FLOPs of an update, time nothing"
+    )
+    parser.add_argument(
+        "--peak-tflops", type=float, default=None, help="the device's peak, if not in the table"
     )
     parser.add_argument("--json", action="store_true", help="print one JSON line on stdout")
     args, overrides = parser.parse_known_args(argv)
@@ -118,6 +139,20 @@ def main(argv=None) -> dict:
         return {k: v for k, v in batch.items() if k in obs_space or "/" in k or k in ("action", "stepid")}
 
     batches = [make_batch() for _ in range(4)]
+    flops = None
+    if args.flops or args.flops_only:
+        log("counting the FLOPs of an update ...")
+        try:
+            flops = count_flops(agent, batches[0], args)
+        except RuntimeError as error:  # e.g. TensorFlow without JAX installed: time the rest anyway
+            if args.flops_only:
+                raise
+            log(f"FLOPs not counted: {error}")
+    if args.flops_only:
+        result = {"flops_per_update": flops}
+        if args.json:
+            print(json.dumps(result), flush=True)
+        return result
     log(f"compiling the train step ({backend.backend()}, {agent.precision}) ...")
     start = time.perf_counter()
     agent.train(batches[0])
@@ -167,14 +202,63 @@ def main(argv=None) -> dict:
         "compile_s": round(compile_s, 2),
         "updates_timed": count,
     }
+    if flops is not None:
+        result.update(
+            hardware_use(flops, count / train_s, result["device"], agent.precision, args.peak_tflops)
+        )
     log(
         f"{result['param_count']:,} params | {result['updates_per_s']} updates/s "
         f"({result['ms_per_update']} ms) | {result['policy_steps_per_s']} policy steps/s | "
         f"peak RSS {result['peak_rss_mb']} MB"
     )
+    if flops is not None:
+        use = f", {100 * result['utilisation']:.1f}% of its peak" if "utilisation" in result else ""
+        log(f"{flops / 1e9:.2f} GFLOP per update, {result['tflops_per_s']:.4f} TFLOP/s achieved{use}")
     if args.json:
         print(json.dumps(result), flush=True)
     return result
+
+
+def count_flops(agent, batch: dict, args: argparse.Namespace) -> float:
+    """FLOPs of one update: on JAX from this agent, on TensorFlow from this workload in a JAX subprocess."""
+    from dreamer_tf import backend
+
+    if backend.backend() == "jax":
+        return agent.runner.train_flops(agent.train_inputs(batch))
+    return jax_flops(args.configs, args.overrides, args.vector_only, args.precision)
+
+
+def jax_flops(
+    configs: list[str], overrides: list[str], vector_only: bool = False, precision: str | None = None
+) -> float:
+    """FLOPs of one update of this workload, counted by ``--flops-only`` in a JAX subprocess."""
+    command = [
+        sys.executable,
+        "-m",
+        "dreamer_tf.harness.throughput",
+        "--backend",
+        "jax",
+        "--flops-only",
+        "--json",
+    ]
+    command += ["--configs", *configs] + (["--vector-only"] if vector_only else [])
+    command += ["--precision", precision] if precision else []
+    command += list(overrides)
+    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
+    done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"counting FLOPs on JAX failed (exit {done.returncode}): {done.stderr[-500:]}")
+    return float(json.loads(done.stdout.strip().splitlines()[-1])["flops_per_update"])
+
+
+def hardware_use(flops: float, updates_per_s: float, device: str, precision: str, peak: float | None) -> dict:
+    """Achieved TFLOP/s, and the device's peak and the fraction reached where the peak is known."""
+    out = {"flops_per_update": flops, "tflops_per_s": flops * updates_per_s / 1e12}
+    if peak is None:
+        peak = next((p.get(precision) for name, p in PEAK_TFLOPS.items() if name in device), None)
+    if peak:
+        out.update({"peak_tflops_per_s": peak, "utilisation": out["tflops_per_s"] / peak})
+    return out
 
 
 def cli(argv: list[str] | None = None) -> int:

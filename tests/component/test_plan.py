@@ -268,25 +268,35 @@ def test_every_budget_keeps_the_papers_seeds():
     assert jobs["short"] == jobs["paper"] and jobs["short"]["bsuite"] == 468
 
 
-def test_the_hour_budget_runs_the_vector_tasks_with_small_networks():
+def test_the_hour_budget_runs_the_vector_tasks_and_one_atari100k_task_with_small_networks():
     suite = Suite.load()
     plan = suite.plan("/tmp/unused", budget="hour", check_available=False)
-    assert {spec.domain for spec in plan.runs} == {"bsuite", "dmc_proprio"}
-    assert set(plan.excluded) == set(suite.domains) - {"bsuite", "dmc_proprio"}
-    assert sorted((s.domain, s.agent) for s in plan.runs) == sorted(
-        [("bsuite", "dreamerv3"), ("bsuite", "ppo")]
-        + [("dmc_proprio", "dreamerv3"), ("dmc_proprio", "ppo")] * 5
+    assert {spec.domain for spec in plan.runs} == {"bsuite", "dmc_proprio", "atari100k"}
+    assert set(plan.excluded) == set(suite.domains) - {"bsuite", "dmc_proprio", "atari100k"}
+    assert sorted((s.domain, s.task, s.agent) for s in plan.runs) == sorted(
+        [("bsuite", "bsuite_catch/0", "dreamerv3"), ("bsuite", "bsuite_catch/0", "ppo")]
+        + [
+            ("dmc_proprio", "dmc_cartpole_balance", "dreamerv3"),
+            ("dmc_proprio", "dmc_cartpole_balance", "ppo"),
+        ]
+        * 5
+        + [("atari100k", "atari100k_breakout", "dreamerv3"), ("atari100k", "atari100k_breakout", "ppo")] * 5
     )
     for spec in plan.runs:
-        assert spec.size == "small" and spec.obs == "vector" and spec.cpus == 1
-        assert spec.steps == {"bsuite": 6000, "dmc_proprio": 3000}[spec.domain]
-        assert dict(spec.flags)["run.train_ratio"] == "256"
+        assert spec.size == "small" and spec.cpus == 1
+        assert spec.obs == ("image" if spec.domain == "atari100k" else "vector")
+        assert spec.steps == {"bsuite": 6000, "dmc_proprio": 3000, "atari100k": 2000}[spec.domain]
+        assert dict(spec.flags)["run.train_ratio"] == ("32" if spec.domain == "atari100k" else "256")
     # 1 update per env step (train ratio 256 over small's 16 x 16 batches); the arithmetic of suites.yaml:
     # at 5 updates/s, 30 s start-up, 300 env steps/s: catch 30 + 20 + 1,200 s; cartpole 30 + 10 + 600 s.
     dreamer = {spec.domain: spec for spec in plan.runs if spec.agent == "dreamerv3"}
     assert suite.estimate(dreamer["bsuite"], "cpu", updates_per_s=5.0) == {
         "env_steps": 6000.0, "updates": 6000.0, "seconds": 1250.0}  # fmt: skip
     assert suite.estimate(dreamer["dmc_proprio"], "cpu", updates_per_s=5.0)["seconds"] == 640.0
+    # PPO's rate depends on the observations (suites.yaml: vector 1,000, image 14 env steps/s on a CPU).
+    ppo = {spec.domain: spec for spec in plan.runs if spec.agent == "ppo"}
+    assert suite.estimate(ppo["dmc_proprio"], "cpu")["seconds"] == 30.0 + 3000 / 1000
+    assert suite.estimate(ppo["atari100k"], "cpu")["seconds"] == pytest.approx(30.0 + 2000 / 14)
     # A start-up measured here replaces the assumed 30 s.
     assert (
         suite.estimate(dreamer["dmc_proprio"], "cpu", updates_per_s=5.0, startup_s=75.0)["seconds"] == 685.0

@@ -46,6 +46,7 @@ def one_error_line(capsys) -> str:
         (["--run.episode_timeout", "0"], ["'run.episode_timeout'", "0", "> 0"]),
         (["--run.parallel", "threads"], ["'run.parallel'", "threads", "one of auto, none, process"]),
         (["--ppo.lr", ".nan"], ["'ppo.lr'", "nan", "> 0"]),
+        (["--env.gym.render_mode", "human"], ["'env.gym.render_mode'", "human", "rgb_array"]),
     ],
 )
 def test_a_value_out_of_range_is_one_line_and_exit_2(tmp_path, capsys, flags, named):
