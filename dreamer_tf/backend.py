@@ -24,6 +24,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from dreamer_tf.config import ConfigError
 from dreamer_tf.nn import ops as dops
 
 
@@ -135,6 +136,12 @@ def make_runner(model, optimizer, options):
     ``options.unroll`` traces the model's time loops as Python loops (``dreamer_tf.nn.ops.unrolled``).
     """
     jit, xla, unroll = bool(options.jit), bool(options.xla), bool(options.unroll)
+    devices = int(getattr(options, "devices", 1))
+    if backend() == "tensorflow" and devices != 1:
+        raise ConfigError(
+            f"compile.devices {devices}: splitting an update over several devices needs the JAX backend "
+            "(KERAS_BACKEND=jax); on TensorFlow a run trains on one device."
+        )
     if backend() == "tensorflow" and jit and xla and not unroll:
         raise ValueError(
             "compile.xla on TensorFlow needs compile.unroll (--compile.unroll true): XLA cannot compile "
@@ -144,7 +151,7 @@ def make_runner(model, optimizer, options):
     if backend() == "tensorflow":
         return TensorFlowRunner(model, optimizer, jit, xla, unroll)
     if backend() == "jax":
-        return JaxRunner(model, optimizer, jit, unroll)
+        return JaxRunner(model, optimizer, jit, unroll, devices)
     raise NotImplementedError(f"Keras backend '{backend()}' is not supported; use tensorflow or jax.")
 
 
@@ -268,7 +275,17 @@ class TensorFlowRunner:
 
 
 class JaxRunner:
-    def __init__(self, model, optimizer, jit: bool, unroll: bool = False) -> None:
+    """``jax.jit`` over stateless steps; the state (weights, optimizer) lives in the runner.
+
+    ``devices`` > 1 (0: every visible device) trains data-parallel, as the official agent's
+    ``jax.train_devices``: the state is replicated on a one-axis mesh, each batch is split along its
+    first axis, and XLA partitions the one compiled step (its means and percentiles stay over the
+    whole batch), so an update equals the one-device update up to float rounding. The symexp twohot
+    reward and value predictions amplify that rounding while their outer bins (±4.9e8) still hold
+    probability, early in training, so there the two runs drift apart as runs on other hardware do.
+    """
+
+    def __init__(self, model, optimizer, jit: bool, unroll: bool = False, devices: int = 1) -> None:
         import jax
 
         self.jax = jax
@@ -276,6 +293,7 @@ class JaxRunner:
         self.scaling = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
         self.trainable = list(model.trainable_variables)
         self.non_trainable = list(model.non_trainable_variables)
+        self.mesh = _mesh(jax, devices)
         self.reload()
         train, policy = _unrolled(self._train_step, unroll), _unrolled(self._policy_step, unroll)
         self._train = jax.jit(train, donate_argnums=(0,)) if jit else train
@@ -293,6 +311,26 @@ class JaxRunner:
             [copy(v) for v in self.non_trainable],
             [copy(v) for v in self.optimizer.variables],
         )
+        if self.mesh is not None:
+            replicated = self.jax.sharding.NamedSharding(self.mesh, self.jax.sharding.PartitionSpec())
+            self.state = self.jax.device_put(self.state, replicated)
+
+    @property
+    def device_count(self) -> int:
+        """The devices one update is split over."""
+        return 1 if self.mesh is None else self.mesh.devices.size
+
+    def _split(self, data: dict) -> dict:
+        """``data`` with every array split along its first (batch) axis over the mesh."""
+        jax, count = self.jax, self.device_count
+        size = len(next(iter(data.values())))
+        if size % count:
+            raise ValueError(
+                f"A batch of {size} cannot be split evenly over {count} devices (compile.devices); "
+                "choose a batch_size that is a multiple of the device count."
+            )
+        split = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec("batch"))
+        return {k: jax.device_put(v, split) for k, v in data.items()}
 
     def sync(self) -> None:
         """Write the runner's state back into the Keras variables."""
@@ -399,6 +437,8 @@ class JaxRunner:
         return (actions, carry, extra), self._updated(scope, non_trainable)
 
     def train(self, data: dict) -> tuple[dict[str, float], dict]:
+        if self.mesh is not None:
+            data = self._split(data)
         self.state, (metrics, updates) = self._train(self.state, data)
         # One transfer for everything the host needs, instead of one blocking copy per scalar.
         metrics, updates, count = self.jax.device_get((metrics, updates, self.state[2][0]))
@@ -415,6 +455,20 @@ class JaxRunner:
         )
         self.state = (trainable, non_trainable, opt)
         return _to_numpy(actions), _to_numpy(carry), _to_numpy(extra)
+
+
+def _mesh(jax: Any, devices: int) -> Any:
+    """A one-axis ``batch`` mesh over the first ``devices`` visible devices (0: all); None for one."""
+    available = jax.devices()
+    count = len(available) if devices == 0 else devices
+    if count < 0 or count > len(available):
+        raise ConfigError(
+            f"compile.devices {devices}: {len(available)} {available[0].platform} device(s) are visible "
+            "(0 uses them all)."
+        )
+    if count == 1:
+        return None
+    return jax.sharding.Mesh(np.array(available[:count]), ("batch",))
 
 
 def save_tensorflow_functions(

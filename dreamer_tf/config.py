@@ -354,6 +354,7 @@ CONSTRAINTS: dict[str, Range | Choice | Names] = {
     "batch_length": AT_LEAST_ONE,
     "replay_context": NON_NEGATIVE,
     "compile.precision": Choice("auto", "float32", "bfloat16", "float16"),
+    "compile.devices": NON_NEGATIVE,
     # '' renders nothing; rgb_array gives the frames episode videos record (other modes give none).
     "env.gym.render_mode": Choice("", "rgb_array"),
     "run.steps": POSITIVE,

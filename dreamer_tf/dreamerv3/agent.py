@@ -295,6 +295,12 @@ class Agent(KerasAgent):
             multipliers=[(v, config.agent.opt.actor) for v in actor_vars],
         )
         self.build(model, optimizer)
+        devices = getattr(self.runner, "device_count", 1)
+        if config.batch_size % devices:
+            raise ConfigError(
+                f"batch_size {config.batch_size} cannot be split evenly over {devices} devices "
+                "(compile.devices); choose a multiple of the device count."
+            )
         # Reports draw their own noise, so that they never change the course of training.
         self._report_rng = np.random.default_rng(config.seed + 1)
         self._report_fns: dict[int, Any] = {}

@@ -259,9 +259,12 @@ class LocalExecutor:
         return size
 
     def _device_env(self, slot: int, spec: RunSpec) -> dict[str, str]:
+        """The GPUs of a pool slot: ``spec.gpus`` of them (at least one), consecutive from slot x gpus."""
         if spec.gpus <= 0 or not self.gpus or "CUDA_VISIBLE_DEVICES" in os.environ:
             return {}
-        return {"CUDA_VISIBLE_DEVICES": str(int(slot * spec.gpus) % self.gpus)}
+        count = min(self.gpus, max(1, int(spec.gpus)))
+        first = int(slot * spec.gpus) % self.gpus
+        return {"CUDA_VISIBLE_DEVICES": ",".join(str((first + i) % self.gpus) for i in range(count))}
 
     def run(self, specs: Sequence[RunSpec], on_start: Callback, on_end: EndCallback) -> None:
         """Run every spec; the callbacks are called from the worker threads (they must be thread-safe)."""

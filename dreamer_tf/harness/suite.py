@@ -411,6 +411,10 @@ class Suite:
         flags.update({k: str(v) for k, v in (overrides or {}).items()})
         run_steps = int(steps) if steps is not None else self.steps(domain, task, budget)
         resources = budget_spec.get("resources") or {}
+        run_gpus = float(gpus if gpus is not None else resources.get("gpus", 0))
+        if agent == "dreamerv3" and run_gpus >= 2 and "compile.devices" not in flags:
+            # Several GPUs for one run: each update's batch is split over them (JAX, compile.devices).
+            flags["compile.devices"] = str(int(run_gpus))
         spec = RunSpec(
             domain=domain,
             task=task,
@@ -423,7 +427,7 @@ class Suite:
             logdir="",
             ablation=ablation,
             cpus=float(cpus if cpus is not None else resources.get("cpus", 1)),
-            gpus=float(gpus if gpus is not None else resources.get("gpus", 0)),
+            gpus=run_gpus,
             size=_model_size(presets, entry.get("size", "size200m")),
             obs=str(entry.get("obs", "image")),
         )

@@ -198,4 +198,24 @@ def test_local_pool_size_follows_declared_resources(monkeypatch):
     )
     pool.gpus = 0
     assert pool.pool_size([spec]) == 4  # no GPU here: the runs share the CPUs
+
+
+def test_a_run_that_asks_for_several_gpus_gets_them_and_splits_its_batch(monkeypatch):
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    pool = executors.LocalExecutor()
+    pool.gpus = 4
+    spec = RunSpec("d", "t", "a", 0, 1, "b", (), (), "/tmp/x", cpus=4, gpus=2)
+    assert pool.pool_size([spec]) == 2  # 4 GPUs / 2 per run
+    assert [pool._device_env(slot, spec) for slot in (0, 1)] == [
+        {"CUDA_VISIBLE_DEVICES": "0,1"},
+        {"CUDA_VISIBLE_DEVICES": "2,3"},
+    ]
+    suite = Suite.load()
+    plan = suite.plan("/tmp/unused", budget="smoke", domains=["dmc_proprio"], gpus=2, check_available=False)
+    flags = {spec.agent: dict(spec.flags) for spec in plan.runs}
+    assert flags["dreamerv3"]["compile.devices"] == "2"  # the run's batch is split over its two GPUs
+    assert "compile.devices" not in flags["ppo"]
+    plan = suite.plan("/tmp/unused", budget="smoke", domains=["dmc_proprio"], gpus=1, check_available=False)
+    assert all("compile.devices" not in dict(spec.flags) for spec in plan.runs)
     assert executors.LocalExecutor(workers=3).pool_size([spec]) == 3
