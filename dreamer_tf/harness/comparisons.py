@@ -251,6 +251,13 @@ def final_bars(
     return pd.DataFrame(out, columns=BAR_COLUMNS)
 
 
+def absent_methods(bars: pd.DataFrame, suite: Suite, domain: str) -> list[str]:
+    """The labels of the domain's published methods (``domain_methods``) that have no bar in ``bars``:
+    no file in the reference folder, or no point by the env steps our runs reached."""
+    drawn = set(bars.loc[bars["origin"] == "published", "method"]) if len(bars) else set()
+    return [label for method, label in domain_methods(suite, domain).items() if method not in drawn]
+
+
 def cross_domain(bars: pd.DataFrame, suite: Suite) -> pd.DataFrame:
     """Per domain of ``bars``: our agents, their published counterparts and the best other published
     method (highest final score at our budget), in the order DreamerV3 (ours), DreamerV3 (published),

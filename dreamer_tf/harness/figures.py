@@ -287,16 +287,22 @@ def domain_curve_figure(
 
 
 def final_bar_figure(
-    bars: pd.DataFrame, domain: str, ylabel: str, stem: Path, labels: Sequence[str] = ()
+    bars: pd.DataFrame,
+    domain: str,
+    ylabel: str,
+    stem: Path,
+    labels: Sequence[str] = (),
+    absent: Sequence[str] = (),
 ) -> list[Path]:
     """One domain: each source's final normalised score (``comparisons.final_bars``), the published
-    methods read at the env steps our runs reached, with 95% bootstrap intervals."""
+    methods read at the env steps our runs reached, with 95% bootstrap intervals; the published
+    methods with no score there (``absent``) are named under the bars."""
     if bars.empty:
         return []
     _style()
     colors = method_colors([*labels, *bars["label"]], present=bars["label"])
     data = bars.reset_index(drop=True)
-    fig, ax = plt.subplots(figsize=(max(4.0, 0.9 * len(data) + 1.6), 4.0))
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(data) + 1.6), 4.4 if absent else 4.0))
     _draw_bars(ax, data, colors)
     ax.set_xticks(range(len(data)))
     ax.set_xticklabels(data["source"], rotation=30, ha="right", fontsize=8)
@@ -307,7 +313,13 @@ def final_bar_figure(
         "final env step per task; mean over tasks, 95% CI)",
         fontsize=9,
     )
-    fig.tight_layout()
+    if absent:
+        step = float(data["step"].max())
+        fig.text(0.5, 0.01, f"No published score by {step:,.0f} env steps: {', '.join(absent)}",
+                 ha="center", va="bottom", fontsize=7, wrap=True)  # fmt: skip
+        fig.tight_layout(rect=(0, 0.05, 1, 1))
+    else:
+        fig.tight_layout()
     return _save(fig, stem)
 
 

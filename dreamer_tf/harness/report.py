@@ -307,7 +307,8 @@ def paper_figures(
             :1
         ]
         stem = folder / f"final_bars_{domain}"
-        paths["final_bars"] += figures.final_bar_figure(bars, domain, ylabel, stem, methods)[:1]
+        absent = comparisons.absent_methods(bars, suite, domain) if reference.available else []
+        paths["final_bars"] += figures.final_bar_figure(bars, domain, ylabel, stem, methods, absent)[:1]
         if not bars.empty:
             all_bars.append(bars)
             ylabels[domain] = ylabel

@@ -151,6 +151,10 @@ def test_final_bars_read_every_published_method_at_our_final_step(runs_dir, refe
     # Atari100k, human-normalised: ours (9 + 20) / 40 = 0.725, published 20 at 2e4 -> 1.0.
     atari = rows(comparisons.final_bars(final, reference, suite, "atari100k", reps=10), "source", "value")
     assert atari == pytest.approx({"DreamerV3 (ours)": 0.725, "DreamerV3 (published)": 1.0})
+    # The figure names the published methods it has no bar for.
+    assert comparisons.absent_methods(bars, suite, "dmc_proprio") == ["DMPO", "MPO"]
+    atari_bars = comparisons.final_bars(final, reference, suite, "atari100k", reps=10)
+    assert comparisons.absent_methods(atari_bars, suite, "atari100k") == ["PPO"]
 
 
 def test_cross_domain_panels_pick_the_best_other_method(runs_dir, reference):
