@@ -1,13 +1,17 @@
-"""A run repeats exactly for its seed: the same episodes and the same losses, through the CLI.
+"""A run repeats for its seed: the same episodes and the same losses up to float32 rounding, through the CLI.
 
-On the CPU with one thread per process, as CI and the learning tests run: which also makes a learning
-test's outcome a property of the code rather than of the draw. (With more threads, TensorFlow's oneDNN
-kernels split reductions by thread and runs differ by rounding from the first updates on.)
+On the CPU with one thread per process, as CI and the learning tests run. Exact equality of the
+losses does not hold on TensorFlow: under a loaded CI machine two runs of one seed differed by about
+1e-7 relative in `opt/grad_norm` from the second logged update on (same episodes), as oneDNN kernels
+can round differently with the memory layout of their inputs. With more threads, its kernels split
+reductions by thread and runs drift further.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+
+import pytest
 
 from dreamer_tf.run.metrics import read_jsonl
 from tests.helpers.cli_runs import scores, train
@@ -33,6 +37,10 @@ def test_a_run_repeats_exactly_for_its_seed(tmp_path, monkeypatch):
     episodes, losses = run(tmp_path / "a", seed=5)
     assert len(episodes) >= 20 and len(losses) >= 20, (len(episodes), len(losses))
     again = run(tmp_path / "b", seed=5)
-    assert again == (episodes, losses)
+    assert again[0] == episodes
+    assert [row["step"] for row in again[1]] == [row["step"] for row in losses]
+    for mine, theirs in zip(again[1], losses):
+        assert mine.keys() == theirs.keys()
+        assert mine == pytest.approx(theirs, rel=1e-5, abs=1e-7), mine["step"]
     other_episodes, other_losses = run(tmp_path / "c", seed=6)
     assert other_losses != losses

@@ -84,7 +84,9 @@ def test_renamed_keys_still_work_as_flags_and_in_saved_configs(tmp_path, capsys)
     assert (
         saved.compile.xla is True and saved.compile.unroll is True and saved.compile.precision == "bfloat16"
     )
-    assert "unroll" not in saved.agent.to_dict() and set(saved.flat()) == set(load_config().flat())
+    # compile.devices came after the move: an old file lacks it, and a resume takes its default.
+    assert "unroll" not in saved.agent.to_dict()
+    assert set(saved.flat()) == set(load_config().flat()) - {"compile.devices"}
 
 
 def test_bad_values_raise():
