@@ -31,15 +31,8 @@ SUMMARY_COLUMNS = ["domain", "role", "source", "method", "label", "origin", "val
 
 
 def method_label(suite: Suite, method: str) -> str:
-    """The display name of a published method: suites.yaml ``methods.names``, else the label of the
-    agent whose curves it is, else the method's own name."""
-    names = (suite.data.get("methods") or {}).get("names") or {}
-    if method in names:
-        return str(names[method])
-    for spec in suite.agents.values():
-        if spec.get("published") == method:
-            return str(spec.get("label", method))
-    return method
+    """The display name of a published method (``Suite.method_label``)."""
+    return suite.method_label(method)
 
 
 def domain_methods(suite: Suite, domain: str) -> dict[str, str]:
@@ -275,8 +268,9 @@ def cross_domain(bars: pd.DataFrame, suite: Suite) -> pd.DataFrame:
             if agent in ours.index:
                 picked.append((f"{label} (ours)", ours.loc[agent]))
             method = spec.get("published")
-            if method in published.index:
-                picked.append((f"{label} (published)", published.loc[method]))
+            role = f"{suite.method_label(method)} (published)" if method else ""
+            if method in published.index and role not in dict(picked):  # shared by two agents: once
+                picked.append((role, published.loc[method]))
             if index == 0 and best is not None:
                 picked.append(("best other published", others.loc[best]))
         for role, item in picked:

@@ -77,6 +77,7 @@ def build_report(
     (out / "tables").mkdir(parents=True, exist_ok=True)
     (out / "figures").mkdir(parents=True, exist_ok=True)
     runs = find_runs(runs_dir, suite)
+    suite = suite.shown(run.agent for run in runs)  # optional agents (ppo_acme) only where they ran
     notes: list[str] = []
     if not reference.available:
         notes.append(
@@ -114,7 +115,7 @@ def build_report(
         tables["ablation_tasks"] = ablation_tasks
     display = {
         "runs": display_runs(tables["runs"]),
-        "per_task": display_per_task(per_task, labels),
+        "per_task": display_per_task(per_task, labels, published_labels(suite)),
         "aggregate": display_aggregate(aggregates),
     }
     if "bsuite" in tables:
@@ -371,8 +372,8 @@ def aggregate_table(
                             published.append(values)
                 if ours:
                     sources[f"{label_agent} (ours)"] = ours
-                if published:
-                    sources[f"{label_agent} (published, same steps)"] = published
+                if published:  # one entry per published method, however many agents share it
+                    sources[f"{suite.method_label(spec['published'])} (published, same steps)"] = published
             if missing:
                 section = NORMALISATIONS[kind][0]
                 where = (
@@ -475,7 +476,24 @@ def mean_std(mean: float, std: float, seeds: int) -> str:
     return f"{fmt(mean)} ± {fmt(std)} ({seeds})" if seeds > 1 else f"{fmt(mean)} (1)"
 
 
-def display_per_task(table: pd.DataFrame, labels: Mapping[str, str]) -> pd.DataFrame:
+def published_labels(suite: Suite) -> dict[str, str]:
+    """Agent -> display name of its published method, for the first agent of each published method
+    (a second PPO configuration shares PPO's published curves: one column, not two)."""
+    out, seen = {}, set()
+    for agent, spec in suite.agents.items():
+        method = spec.get("published")
+        if method and method not in seen:
+            seen.add(method)
+            out[agent] = suite.method_label(method)
+    return out
+
+
+def display_per_task(
+    table: pd.DataFrame, labels: Mapping[str, str], published: Mapping[str, str] | None = None
+) -> pd.DataFrame:
+    """The per-task table for reading: ours per agent (``labels``), then the published scores of
+    ``published`` (agent -> display name; default: every agent, under its own label)."""
+    published = labels if published is None else published
     if table.empty:
         return pd.DataFrame(columns=["Domain", "Task"])
     out = pd.DataFrame(
@@ -487,12 +505,12 @@ def display_per_task(table: pd.DataFrame, labels: Mapping[str, str]) -> pd.DataF
             mean_std(*r) + (f" ({note})" if isinstance(note, str) and note else "")
             for r, note in zip(table[[f"{agent}_mean", f"{agent}_std", f"{agent}_seeds"]].to_numpy(), notes)
         ]
-    for agent, label in labels.items():
+    for agent, label in published.items():
         prefix = f"{agent}_published"
         out[f"{label} (published, same steps)"] = [
             mean_std(*r) for r in table[[f"{prefix}_mean", f"{prefix}_std", f"{prefix}_seeds"]].to_numpy()
         ]
-    for agent, label in labels.items():
+    for agent, label in published.items():
         prefix = f"{agent}_published_full"
         out[f"{label} (published, full budget)"] = [
             f"{mean_std(m, s, int(n))} at {fmt(e)}" if n else "–"

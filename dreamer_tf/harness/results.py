@@ -381,7 +381,8 @@ def binned_curves(
         entry = suite.domains.get(domain, {})
         episodes = {id(run): run.episodes() for run in task_runs}
         ours_end = max([run.step for run in task_runs] + [0])
-        sources = {labels.get(agent, agent): method for agent, method in agents.items()}
+        # Labelled by the method's display name: agents that share a published method share its curve.
+        sources = {suite.method_label(method): method for method in agents.values() if method}
         sources.update({label: method for method, label in (extra or {}).get(domain, {}).items()})
         published = {
             label: reference.runs(entry, task, method)

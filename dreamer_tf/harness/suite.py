@@ -15,6 +15,7 @@ and ``train.log`` (the process output of every attempt). The sweep's record is
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import datetime
 import fnmatch
@@ -73,11 +74,17 @@ class RunSpec:
     gpus: float = 0.0
     size: str = "size200m"  # model size for the cost estimate
     obs: str = "image"  # what the agent sees, for the cost estimate: image | vector
+    runs: str = ""  # the agent it trains (``--agent``) where the suite's agent name differs: ppo_acme -> ppo
 
     @property
     def variant(self) -> str:
         """``dreamerv3``, ``ppo`` or ``dreamerv3-abl_no_symlog``: the folder under the task."""
         return f"{self.agent}-{self.ablation}" if self.ablation else self.agent
+
+    @property
+    def trains(self) -> str:
+        """The agent class it trains: ``dreamerv3`` or ``ppo`` (also for a second PPO configuration)."""
+        return self.runs or self.agent
 
     @property
     def run_id(self) -> str:
@@ -87,7 +94,7 @@ class RunSpec:
     def command(self, python: str | None = None) -> list[str]:
         """The training command: ``python -m dreamer_tf ...`` with this run's settings."""
         command = [python or sys.executable, "-m", "dreamer_tf.run.train", "--task", self.task]
-        command += ["--agent", self.agent, "--configs", *self.presets, "--logdir", self.logdir]
+        command += ["--agent", self.trains, "--configs", *self.presets, "--logdir", self.logdir]
         command += ["--seed", str(self.seed), "--run.steps", str(self.steps)]
         for key, value in self.flags:
             command += [f"--{key}", value]
@@ -152,6 +159,27 @@ class Suite:
         self.agents: dict[str, dict[str, Any]] = dict(self.data["agents"])
         self.ablations: dict[str, Any] = dict(self.data.get("ablations") or {})
         self.cost: dict[str, Any] = dict(self.data.get("cost") or {})
+
+    def method_label(self, method: str) -> str:
+        """The display name of a published method: suites.yaml ``methods.names``, else the label of the
+        agent whose curves it is, else the method's own name."""
+        names = (self.data.get("methods") or {}).get("names") or {}
+        if method in names:
+            return str(names[method])
+        for spec in self.agents.values():
+            if spec.get("published") == method:
+                return str(spec.get("label", method))
+        return method
+
+    def shown(self, agents: Iterable[str]) -> Suite:
+        """This suite with only the agents a report shows: every agent not marked ``optional``, and
+        the optional ones among ``agents`` (those that have runs)."""
+        present = set(agents)
+        view = copy.copy(self)
+        view.agents = {
+            name: spec for name, spec in self.agents.items() if not spec.get("optional") or name in present
+        }
+        return view
 
     @classmethod
     def load(cls, path: str | Path = SUITES_PATH) -> Suite:
@@ -412,7 +440,7 @@ class Suite:
         run_steps = int(steps) if steps is not None else self.steps(domain, task, budget)
         resources = budget_spec.get("resources") or {}
         run_gpus = float(gpus if gpus is not None else resources.get("gpus", 0))
-        if agent == "dreamerv3" and run_gpus >= 2 and "compile.devices" not in flags:
+        if agent_spec.get("runs", agent) == "dreamerv3" and run_gpus >= 2 and "compile.devices" not in flags:
             # Several GPUs for one run: each update's batch is split over them (JAX, compile.devices).
             flags["compile.devices"] = str(int(run_gpus))
         spec = RunSpec(
@@ -430,6 +458,7 @@ class Suite:
             gpus=run_gpus,
             size=_model_size(presets, entry.get("size", "size200m")),
             obs=str(entry.get("obs", "image")),
+            runs=str(agent_spec.get("runs", "")),
         )
         return dataclasses.replace(spec, logdir=str(outdir / spec.run_id))
 
@@ -449,8 +478,11 @@ class Suite:
         """
         cost = self.cost.get(profile) or {}  # a suite file without a cost section: the defaults below
         ratio = _updates_per_step(spec.presets, spec.flags)
-        updates = spec.steps * ratio if spec.agent == "dreamerv3" else 0.0
-        env_rate = cost.get("ppo_env_steps_per_s" if spec.agent == "ppo" else "env_steps_per_s", 1000.0)
+        updates = spec.steps * ratio if spec.trains == "dreamerv3" else 0.0
+        # A suite agent's own rate (``ppo_acme_env_steps_per_s``) before its class's.
+        keys = ["ppo_env_steps_per_s"] if spec.trains == "ppo" else ["env_steps_per_s"]
+        keys = [f"{spec.agent}_env_steps_per_s"] * (spec.agent != spec.trains) + keys
+        env_rate = next((cost[key] for key in keys if key in cost), 1000.0)
         if isinstance(env_rate, Mapping):  # per observation kind: PPO's CNN costs far more than its MLP
             env_rate = env_rate[spec.obs]
         update_rate = updates_per_s or (cost.get("updates_per_s") or {}).get(spec.size, 1.0)

@@ -79,6 +79,9 @@ class Agent(KerasAgent):
 
     def observe(self, transitions: dict[str, np.ndarray]) -> None:
         """Add one loop step (obs, actions, extra of every environment) to the rollout."""
+        steps = self.config.ppo.rollout_steps
+        if steps and not self.rollout.steps:  # a fixed batch per update, however many envs
+            self.rollout.length = max(1, -(-int(steps) // len(transitions["reward"])))
         self.rollout.add(transitions)
 
     def ready(self) -> bool:

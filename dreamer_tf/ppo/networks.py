@@ -1,4 +1,8 @@
-"""PPO's actor and critic: DreamerV3's encoder (symlog MLP for vectors, CNN for images) plus heads.
+"""PPO's actor and critic: an encoder per network plus heads.
+
+Two encoders (``ppo.net``): ``dreamer`` is DreamerV3's (symlog MLP for vectors, CNN for images);
+``impala`` is the residual CNN of IMPALA (Espeholt et al. 2018, the network the paper's PPO used)
+for images and a plain ReLU MLP for vectors, as Acme's PPO networks have.
 
 The actor and the critic have separate networks (as cleanrl and SB3 do for vector tasks), so the
 value loss never competes with the policy for features. Each action key gets its own head: a
@@ -15,11 +19,12 @@ import numpy as np
 from keras import ops
 
 from dreamer_tf.nn.distributions import Categorical, gumbel
-from dreamer_tf.nn.nets import MLP, Encoder, Linear
+from dreamer_tf.nn.nets import MLP, Conv2D, Dense, Encoder, Linear, activation, split_obs_keys
 from dreamer_tf.ppo import losses
 from dreamer_tf.spaces import Space
 
 RAW = "ppo/raw/"  # extra key prefix of the sampled (unclipped, zero-based) actions
+NETS = ("dreamer", "impala")
 
 
 def check_action_space(act_space: dict[str, Space]) -> None:
@@ -49,12 +54,20 @@ class PPOModel(keras.layers.Layer):
         check_action_space(act_space)
         self.obs_space, self.act_space, self.config = obs_space, act_space, config
         cfg = config.ppo
-        enc = dict(cfg.enc)
         policy = self.dtype_policy
-        self.actor_enc = Encoder(obs_space, **enc, name="actor_enc", dtype=policy)
-        self.critic_enc = Encoder(obs_space, **enc, name="critic_enc", dtype=policy)
+        if cfg.net == "dreamer":
+            enc = dict(cfg.enc)
+            self.actor_enc = Encoder(obs_space, **enc, name="actor_enc", dtype=policy)
+            self.critic_enc = Encoder(obs_space, **enc, name="critic_enc", dtype=policy)
+            units, act, norm = enc["units"], enc["act"], enc["norm"]
+        elif cfg.net == "impala":
+            enc = dict(cfg.impala)
+            self.actor_enc = ImpalaEncoder(obs_space, **enc, name="actor_enc", dtype=policy)
+            self.critic_enc = ImpalaEncoder(obs_space, **enc, name="critic_enc", dtype=policy)
+            units, act, norm = enc["units"], enc["act"], "none"
+        else:
+            raise ValueError(f"ppo.net is '{cfg.net}'; valid: {', '.join(NETS)}.")
         self.keys = self.actor_enc.veckeys + self.actor_enc.imgkeys
-        units, act, norm = enc["units"], enc["act"], enc["norm"]
         self.actor_mlp = MLP(
             self.actor_enc.outputs, cfg.head_layers, units, act, norm, name="actor_mlp", dtype=policy
         )
@@ -160,3 +173,69 @@ class PPOModel(keras.layers.Layer):
             "clip_frac": losses.masked_mean(ops.cast(ops.abs(ratio - 1.0) > cfg.clip, "float32"), mask),
         }
         return loss, (metrics, {})
+
+
+class ImpalaEncoder(keras.layers.Layer):
+    """IMPALA's residual CNN for images and a plain MLP for vectors, concatenated.
+
+    Images: per entry of ``depths`` a 3×3 convolution, a 3×3 max-pool with stride 2 and ``blocks``
+    residual blocks (x + conv(act(conv(act(x))))), then act → flatten → Dense(``units``) → act
+    (Espeholt et al. 2018, Fig. 3, "large architecture"). Vectors: ``layers`` Dense(``units``) → act,
+    without normalisation or symlog. Pixels are scaled to [0, 1].
+    """
+
+    def __init__(
+        self,
+        obs_space: dict[str, Space],
+        *,
+        depths: list[int],
+        blocks: int,
+        layers: int,
+        units: int,
+        act: str,
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.obs_space = obs_space
+        self.veckeys, self.imgkeys = split_obs_keys(obs_space)
+        assert self.veckeys or self.imgkeys, f"No observation to encode in {obs_space}"
+        self.act = activation(act)
+        self.outputs = 0
+        policy = self.dtype_policy
+        if self.veckeys:
+            size = sum(math.prod(obs_space[k].shape) for k in self.veckeys)
+            self.mlp = MLP(size, layers, units, act, "none", name="mlp", dtype=policy)
+            self.outputs += self.mlp.outputs
+        if self.imgkeys:
+            height, width = obs_space[self.imgkeys[0]].shape[:2]
+            channels = sum(obs_space[k].shape[-1] for k in self.imgkeys)
+            self.stages = []
+            for i, depth in enumerate(depths):
+                convs = [Conv2D(channels, depth, 3, name=f"stage{i}_conv", dtype=policy)]
+                for j in range(2 * blocks):
+                    convs.append(Conv2D(depth, depth, 3, name=f"stage{i}_res{j // 2}_{j % 2}", dtype=policy))
+                self.stages.append(convs)
+                channels, height, width = depth, -(-height // 2), -(-width // 2)
+            flat = height * width * channels
+            self.dense = Dense(flat, units, act, "none", name="dense", dtype=policy)
+            self.outputs += units
+
+    def call(self, obs: dict):
+        """``obs`` values have shape (N, *space.shape); returns (N, outputs)."""
+        outs = []
+        if self.veckeys:
+            parts = [
+                ops.reshape(ops.cast(obs[k], "float32"), (-1, math.prod(self.obs_space[k].shape)))
+                for k in self.veckeys
+            ]
+            outs.append(self.mlp(ops.concatenate(parts, -1)))
+        if self.imgkeys:
+            x = ops.concatenate([ops.cast(obs[k], "float32") for k in self.imgkeys], -1)
+            x = ops.cast(x / 255.0, self.compute_dtype)
+            for first, *residual in self.stages:
+                x = ops.max_pool(first(x), pool_size=3, strides=2, padding="same")
+                for a, b in zip(residual[::2], residual[1::2]):
+                    x = x + b(self.act(a(self.act(x))))
+            x = self.act(x)
+            outs.append(self.dense(ops.reshape(x, (-1, math.prod(x.shape[1:])))))
+        return ops.concatenate([ops.cast(x, self.compute_dtype) for x in outs], -1)

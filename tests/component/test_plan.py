@@ -240,10 +240,12 @@ BUDGET_ORDER = ["smoke", "hour", "short", "paper"]
 
 def test_every_budget_keeps_the_papers_seeds():
     suite = Suite.load()
-    assert set(suite.budgets) == set(BUDGET_ORDER), "a new budget: place it in BUDGET_ORDER"
+    # ppo_check (the PPO baselines against the published PPO) is outside the order of sizes.
+    special = ["ppo_check"]
+    assert set(suite.budgets) == set(BUDGET_ORDER + special), "a new budget: place it in BUDGET_ORDER"
     jobs: dict[str, dict[str, int]] = {}
     steps: dict[str, int] = {}
-    for budget in BUDGET_ORDER:
+    for budget in BUDGET_ORDER + special:
         plan = suite.plan("/tmp/unused", budget=budget, agents=["dreamerv3"], check_available=False)
         jobs[budget] = {}
         for spec in plan.runs:
@@ -258,7 +260,7 @@ def test_every_budget_keeps_the_papers_seeds():
             assert found == set(range(min(paper, cap or paper))), (budget, task, found)
             if domain == "bsuite":
                 assert found == {0}, (budget, task)  # one run per configuration, as bsuite prescribes
-    for budget in BUDGET_ORDER:
+    for budget in BUDGET_ORDER + special:
         assert sum(jobs[budget].values()) <= sum(jobs["paper"].values()), (budget, jobs)
     for cheaper, dearer in zip(BUDGET_ORDER, BUDGET_ORDER[1:]):
         assert steps[cheaper] <= steps[dearer], (cheaper, dearer, steps)
@@ -329,3 +331,22 @@ def test_the_plan_names_the_hardware(monkeypatch):
     hw = hardware()
     assert hw["backend"] == "jax" and hw["gpus"] == [] and hw["cores"] >= 1 and hw["cpu"]
     assert re.fullmatch(r"[0-9a-f]{16}", plan_module.fingerprint(hw))
+
+
+def test_ppo_acme_trains_ppo_with_its_preset_and_its_own_rate():
+    suite = Suite.load()
+    plan = suite.plan("/tmp/out", budget="ppo_check", agents=["ppo", "ppo_acme"], check_available=False)
+    assert {(s.domain, s.steps) for s in plan.runs} == {("dmc_proprio", 500000), ("atari100k", 100000)}
+    assert len(plan.runs) == 2 * (4 + 2) and {s.seed for s in plan.runs} == {0}
+    specs = {(s.domain, s.agent): s for s in plan.runs if s.task in ("atari100k_pong", "dmc_walker_walk")}
+    acme = specs["atari100k", "ppo_acme"]
+    command = acme.command("python")
+    assert command[command.index("--agent") + 1] == "ppo" and acme.trains == "ppo"
+    assert command[command.index("--configs") + 1 : command.index("--logdir")] == ["atari100k", "ppo_acme"]
+    assert acme.logdir == "/tmp/out/atari100k/atari100k_pong/ppo_acme/seed0"
+    assert specs["atari100k", "ppo"].command("python")[command.index("--agent") + 1] == "ppo"
+    # suites.yaml cpu: ppo_acme images 80 env steps/s, PPO's default CNN 8; vectors 1,000 for both.
+    assert suite.estimate(acme, "cpu")["seconds"] == 30.0 + 100000 / 80
+    assert suite.estimate(specs["atari100k", "ppo"], "cpu")["seconds"] == 30.0 + 100000 / 8
+    assert suite.estimate(specs["dmc_proprio", "ppo_acme"], "cpu")["seconds"] == 30.0 + 500000 / 1000
+    assert suite.estimate(specs["dmc_proprio", "ppo_acme"], "cpu")["updates"] == 0.0

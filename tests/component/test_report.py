@@ -286,6 +286,39 @@ def test_report_tables_hold_hand_computed_numbers(fake_runs, fake_reference, tmp
     assert "Published curves are absent" not in page
 
 
+def test_a_second_ppo_configuration_is_shown_beside_ppo_with_one_published_ppo(tmp_path, fake_reference):
+    root = tmp_path / "runs"
+    write_run(root, "dmc_proprio", "dmc_cartpole_balance", "ppo", 0, curve([10.0, 10.0]))
+    write_run(root, "dmc_proprio", "dmc_cartpole_balance", "ppo_acme", 0, curve([30.0, 20.0]))
+    write_records(fake_reference / "dmc_proprio-ppo_fixhp.json.gz", [
+        {"task": "dmc_cartpole_balance", "method": "ppo_fixhp", "seed": s, "xs": [1e4, 2e4], "ys": [0, y]}
+        for s, y in enumerate([40, 60])
+    ])  # fmt: skip
+    out = tmp_path / "report"
+    build_report(root, out, Suite.load(), Published(fake_reference), reps=200)
+    per_task = (out / "tables" / "per_task.md").read_text().splitlines()[0]
+    assert "| PPO (ours) |" in per_task and "| PPO (Acme) (ours) |" in per_task
+    assert per_task.count("(published, same steps)") == 2  # DreamerV3's and PPO's, not PPO's twice
+    row = pd.read_csv(out / "tables" / "per_task.csv").iloc[0]
+    assert (row["ppo_mean"], row["ppo_acme_mean"], row["ppo_published_mean"]) == (10, 25, 50)
+    agg = pd.read_csv(out / "tables" / "aggregate.csv")
+    assert sorted(agg["source"]) == [
+        "DreamerV3 (published, same steps)", "PPO (Acme) (ours)", "PPO (ours)", "PPO (published, same steps)"
+    ]  # fmt: skip
+    curves = pd.read_csv(out / "tables" / "domain_curves.csv")
+    assert sorted(set(curves["source"])) == [
+        "DreamerV3 (published)", "PPO (Acme) (ours)", "PPO (ours)", "PPO (published)"
+    ]  # fmt: skip
+    summary = pd.read_csv(out / "tables" / "cross_domain.csv")
+    assert list(summary["role"]) == [
+        "DreamerV3 (published)", "PPO (ours)", "PPO (published)", "PPO (Acme) (ours)"
+    ]  # fmt: skip
+    # Without runs of it, the optional agent has no column at all.
+    build_report(root / "dmc_proprio" / "dmc_cartpole_balance" / "ppo", tmp_path / "plain", Suite.load(),
+                 Published(fake_reference), reps=200)  # fmt: skip
+    assert "Acme" not in (tmp_path / "plain" / "tables" / "per_task.md").read_text()
+
+
 def test_report_says_when_published_curves_are_absent(fake_runs, tmp_path):
     report = build_report(fake_runs, tmp_path / "report", Suite.load(), Published(None), reps=100)
     assert not report["published_available"]

@@ -47,7 +47,10 @@ def test_suite_covers_every_domain_with_the_catalog_tasks(suite):
         assert float(suite.domains[name]["steps"]) == steps, name
     for name, ratio in TRAIN_RATIOS.items():
         assert suite.domains[name]["train_ratio"] == ratio, name
-    assert set(suite.agents) <= set(AGENTS) and {"dreamerv3", "ppo"} <= set(suite.agents)
+    assert {"dreamerv3", "ppo"} <= set(suite.agents)
+    for name, spec in suite.agents.items():  # each trains an agent class, with presets that exist
+        assert spec.get("runs", name) in AGENTS, name
+        assert set(spec.get("presets", [])) <= set(presets), name
     assert {"paper", "short", "smoke"} <= set(suite.budgets)
     for domain, names in suite.ablations["tasks"].items():
         assert set(names) <= set(suite.tasks(domain)), domain

@@ -286,3 +286,46 @@ def test_resume_refuses_a_changed_ppo_hyperparameter(tmp_path):
         check_resume_config(changed, saved)
     changes = check_resume_config(saved.update({"run.steps": 10}), saved)  # a run key may change
     assert len(changes) == 1 and changes[0].startswith("run.steps")
+
+
+def test_impala_encoder_has_the_residual_stacks_hand_counted():
+    from dreamer_tf.ppo.networks import ImpalaEncoder
+
+    space = {"image": Space(np.uint8, (8, 8, 3)), "vector": Space(np.float32, (5,))}
+    enc = ImpalaEncoder(space, depths=[2, 2], blocks=1, layers=1, units=4, act="relu", name="enc")
+    out = enc({"image": np.full((3, 8, 8, 3), 255, np.uint8), "vector": np.ones((3, 5), np.float32)})
+    assert tuple(out.shape) == (3, 4 + 4) and enc.outputs == 8
+    # stage 0: conv 3->2 (3*3*3*2 + 2 = 56), one residual block of two 2->2 convs (2 * 38 = 76);
+    # stage 1: conv 2->2 (38) and a block (76); 8x8 -> 4x4 -> 2x2, flat 8 -> dense 4 (36);
+    # vectors: dense 5 -> 4 (24).
+    assert sum(int(np.prod(w.shape)) for w in enc.weights) == 56 + 76 + 38 + 76 + 36 + 24
+    # Residual blocks keep the shape; the max-pool with stride 2 halves it (rounding up).
+    odd = ImpalaEncoder(
+        {"image": Space(np.uint8, (9, 9, 1))}, depths=[3], blocks=2, layers=0, units=2, act="relu"
+    )
+    assert tuple(odd({"image": np.zeros((1, 9, 9, 1), np.uint8)}).shape) == (1, 2)
+    assert odd.dense.linear.inputs == 5 * 5 * 3
+
+
+@pytest.mark.parametrize("envs,length", [(5, 3), (4, 3), (16, 1)])
+def test_rollout_steps_fix_the_batch_per_update_whatever_the_env_count(envs, length):
+    obs_space, act_space = _spaces("discrete")
+    config = load_config(["debug", "ppo_acme"], ["--ppo.rollout_steps", "12", "--ppo.minibatches", "1"])
+    assert config.ppo.net == "impala" and config.ppo.epochs == 2
+    agent = Agent(obs_space, act_space, config)
+    rng, state = np.random.default_rng(0), agent.init_policy(envs)
+    for step in range(length + 1):  # ceil(12 / envs) steps per env, plus the bootstrap step
+        assert not agent.ready()
+        obs = _obs(rng, n=envs, first=step == 0)
+        act, state, extra = agent.policy(obs, state)
+        agent.observe({**obs, **act, **extra})
+    assert agent.ready() and agent.rollout.length == length
+    metrics, steps = agent.update()
+    assert steps == 2 and np.isfinite(metrics["loss/policy"])
+
+
+def test_an_unknown_ppo_network_is_named_with_the_valid_ones():
+    from dreamer_tf.config import ConfigError, validate
+
+    with pytest.raises(ConfigError, match="ppo.net.*dreamer.*impala"):
+        validate(load_config(["debug"], ["--ppo.net", "resnet"]))
