@@ -44,7 +44,18 @@ def main(argv: list[str] | None = None) -> int:
         help="also draw the published methods other than DreamerV3 and PPO (suites.yaml `methods`) in the "
         "per-task curves; the per-domain figures always show them",
     )
+    parser.add_argument(
+        "--at",
+        type=float,
+        default=0,
+        metavar="STEPS",
+        help="report the runs as they stood at STEPS env steps (later episodes left out), against the "
+        "published curves at the same step",
+    )
     args = parser.parse_args(argv)
+    if args.at < 0:
+        print(f"error: --at {args.at:g} must be a positive number of env steps", file=sys.stderr)
+        return 2
     runs = Path(args.runs)
     if not runs.is_dir():
         print(f"error: --runs {runs} is not a folder", file=sys.stderr)
@@ -70,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
             x_range=args.x_range,
             command=command,
             all_methods=args.all_methods,
+            at=int(args.at),
         )
     except ReferenceScoresError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -68,17 +68,23 @@ def build_report(
     x_range: str = "ours",
     command: str = "",
     all_methods: bool = False,
+    at: int = 0,
 ) -> dict[str, Any]:
     """Read the runs under ``runs_dir``, write the report into ``out``; returns ``report.json``'s content.
 
     ``all_methods`` adds the published methods other than the agents' own (suites.yaml ``methods``)
-    to the per-task curve grids; the per-domain figures always show them."""
+    to the per-task curve grids; the per-domain figures always show them. ``at`` > 0 reports every run
+    as it stood at that env step (the published curves are then read there too)."""
     runs_dir, out = Path(runs_dir), Path(out)
     (out / "tables").mkdir(parents=True, exist_ok=True)
     (out / "figures").mkdir(parents=True, exist_ok=True)
     runs = find_runs(runs_dir, suite)
+    if at > 0:
+        runs = [run.at(at) for run in runs]
     suite = suite.shown(run.agent for run in runs)  # optional agents (ppo_acme) only where they ran
     notes: list[str] = []
+    if at > 0:
+        notes.append(f"Every run as it stood at {at:,} env steps (--at): later episodes are left out.")
     if not reference.available:
         notes.append(
             f"Published curves are absent ({reference.reason}): only our runs are shown. "

@@ -57,6 +57,7 @@ class Run:
     error: str = ""
     logdir: Path | None = None
     backend: str = ""
+    until: int = 0  # > 0: the run as it stood at this env step (episodes after it left out)
 
     @property
     def variant(self) -> str:
@@ -75,7 +76,13 @@ class Run:
         frame = pd.DataFrame(rows)
         if frame.empty:
             return pd.DataFrame(columns=["step", "score", "length"])
+        if self.until > 0:
+            frame = frame[frame["step"] <= self.until].reset_index(drop=True)
         return frame.rename(columns={"episode/score": "score", "episode/length": "length"})
+
+    def at(self, step: int) -> Run:
+        """The run as it stood at env step ``step``: its later episodes left out, its step capped."""
+        return dataclasses.replace(self, step=min(self.step, int(step)), until=int(step))
 
 
 def find_runs(root: str | Path, suite: Suite | None = None) -> list[Run]:

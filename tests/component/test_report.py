@@ -319,6 +319,20 @@ def test_a_second_ppo_configuration_is_shown_beside_ppo_with_one_published_ppo(t
     assert "Acme" not in (tmp_path / "plain" / "tables" / "per_task.md").read_text()
 
 
+def test_a_report_at_an_earlier_step_cuts_every_run_there(fake_runs, fake_reference, tmp_path):
+    out = tmp_path / "report"
+    build_report(fake_runs, out, Suite.load(), Published(fake_reference), reps=200, at=10000)
+    pong = pd.read_csv(out / "tables" / "per_task.csv").set_index("task").loc["atari100k_pong"]
+    # Both seeds score 0 in (9,000, 10,000]; the published seeds at 1e4 env steps: 0 and -10.
+    assert (pong["env_steps"], pong["dreamerv3_mean"], pong["dreamerv3_seeds"]) == (10000, 0, 2)
+    assert (pong["dreamerv3_published_mean"], pong["dreamerv3_published_std"]) == (-5, 5)
+    assert "as it stood at 10,000 env steps" in (out / "index.html").read_text()
+    # The cut is the run's own: its later episodes are gone, its step capped.
+    run = next(r for r in find_runs(fake_runs, Suite.load()) if r.run_id.endswith("pong/dreamerv3/seed0"))
+    assert run.at(10000).episodes()["step"].max() == 10000 and run.at(10000).step == 10000
+    assert run.at(10**6).step == run.step == 20000
+
+
 def test_report_says_when_published_curves_are_absent(fake_runs, tmp_path):
     report = build_report(fake_runs, tmp_path / "report", Suite.load(), Published(None), reps=100)
     assert not report["published_available"]
@@ -337,7 +351,7 @@ def test_table_writers_escape():
     assert r"bsuite\_catch/0" in latex and r"$\pm$" in latex and r"\caption{a\_b}" in latex
 
 
-def test_make_report_cli(fake_runs, fake_reference, tmp_path, monkeypatch):
+def test_make_report_cli(fake_runs, fake_reference, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("DREAMER_REFERENCE_SCORES", str(fake_reference))
     result = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "make_report.py"), "--runs", str(fake_runs), "--out",
@@ -346,6 +360,10 @@ def test_make_report_cli(fake_runs, fake_reference, tmp_path, monkeypatch):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "1 failed" in result.stderr and (tmp_path / "r" / "index.html").exists()
+    from dreamer_tf.harness.make_report import main
+
+    assert main(["--runs", str(fake_runs), "--out", str(tmp_path / "x"), "--at", "-1"]) == 2
+    assert "--at -1 must be a positive number" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------ the page in a browser
