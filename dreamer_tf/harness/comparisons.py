@@ -30,11 +30,6 @@ BAR_COLUMNS = ["domain", "source", "method", "label", "origin", "tasks", "runs",
 SUMMARY_COLUMNS = ["domain", "role", "source", "method", "label", "origin", "value", "lo", "hi", "step"]
 
 
-def method_label(suite: Suite, method: str) -> str:
-    """The display name of a published method (``Suite.method_label``)."""
-    return suite.method_label(method)
-
-
 def domain_methods(suite: Suite, domain: str) -> dict[str, str]:
     """Published method -> display name for ``domain``: the agents' own published methods first, then
     the others that suites.yaml ``methods.domains`` lists for it."""
@@ -43,7 +38,7 @@ def domain_methods(suite: Suite, domain: str) -> dict[str, str]:
         return {}
     methods = [spec.get("published") for spec in suite.agents.values() if spec.get("published")]
     listed = ((suite.data.get("methods") or {}).get("domains") or {}).get(domain) or []
-    return {method: method_label(suite, method) for method in dict.fromkeys([*methods, *listed])}
+    return {method: suite.method_label(method) for method in dict.fromkeys([*methods, *listed])}
 
 
 def other_methods(suite: Suite) -> dict[str, dict[str, str]]:

@@ -83,7 +83,9 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, dict[str, st
         "--seeds", help="number of seeds N (seeds 0..N-1) or a list 0,3,4 (default: suites.yaml)"
     )
     pick.add_argument(
-        "--budget", default="short", help="paper | short | hour | smoke (default short; see suites.yaml)"
+        "--budget",
+        default="short",
+        help="paper | short | hour | smoke | ppo_check (default short; see suites.yaml)",
     )
     pick.add_argument("--steps", type=float, help="env steps per run, replacing the budget's")
     pick.add_argument(

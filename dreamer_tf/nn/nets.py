@@ -173,6 +173,15 @@ def upsample(x):
     return ops.reshape(x, (-1, 2 * h, 2 * w, c))
 
 
+def flat_vectors(obs: dict, keys: Sequence[str], obs_space: dict[str, Space], symlog: bool = False):
+    """The vector observations ``keys`` flattened per sample and concatenated: (N, total width)."""
+    parts = []
+    for key in keys:
+        x = ops.reshape(ops.cast(obs[key], "float32"), (-1, math.prod(obs_space[key].shape)))
+        parts.append(dops.symlog(x) if symlog else x)
+    return ops.concatenate(parts, -1)
+
+
 def split_obs_keys(obs_space: dict[str, Space]) -> tuple[list[str], list[str]]:
     """Vector keys (rank ≤ 2, flattened) and image keys (uint8 rank 3), excluding the reserved keys."""
     reserved = ("reward", "is_first", "is_last", "is_terminal")
@@ -242,12 +251,7 @@ class Encoder(keras.layers.Layer):
         """``obs`` values have shape (N, *space.shape); returns (N, outputs)."""
         outs = []
         if self.veckeys:
-            parts = []
-            for key in self.veckeys:
-                x = ops.cast(obs[key], "float32")
-                x = ops.reshape(x, (-1, math.prod(self.obs_space[key].shape)))
-                parts.append(dops.symlog(x) if self.symlog else x)
-            outs.append(self.mlp(ops.concatenate(parts, -1)))
+            outs.append(self.mlp(flat_vectors(obs, self.veckeys, self.obs_space, self.symlog)))
         if self.imgkeys:
             x = ops.concatenate([ops.cast(obs[k], "float32") for k in self.imgkeys], -1)
             x = ops.cast(x / 255.0 - 0.5, self.compute_dtype)

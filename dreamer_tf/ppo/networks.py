@@ -19,7 +19,7 @@ import numpy as np
 from keras import ops
 
 from dreamer_tf.nn.distributions import Categorical, gumbel
-from dreamer_tf.nn.nets import MLP, Conv2D, Dense, Encoder, Linear, activation, split_obs_keys
+from dreamer_tf.nn.nets import MLP, Conv2D, Dense, Encoder, Linear, activation, flat_vectors, split_obs_keys
 from dreamer_tf.ppo import losses
 from dreamer_tf.spaces import Space
 
@@ -224,11 +224,7 @@ class ImpalaEncoder(keras.layers.Layer):
         """``obs`` values have shape (N, *space.shape); returns (N, outputs)."""
         outs = []
         if self.veckeys:
-            parts = [
-                ops.reshape(ops.cast(obs[k], "float32"), (-1, math.prod(self.obs_space[k].shape)))
-                for k in self.veckeys
-            ]
-            outs.append(self.mlp(ops.concatenate(parts, -1)))
+            outs.append(self.mlp(flat_vectors(obs, self.veckeys, self.obs_space)))
         if self.imgkeys:
             x = ops.concatenate([ops.cast(obs[k], "float32") for k in self.imgkeys], -1)
             x = ops.cast(x / 255.0, self.compute_dtype)
