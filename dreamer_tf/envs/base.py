@@ -21,6 +21,11 @@ After a step with ``is_last=True`` the next ``step`` call starts a new episode
 whatever its ``reset`` flag says. Images are ``uint8`` arrays (H, W, C);
 vectors are ``float32``. ``act_space`` holds ``reset`` plus the agent's action
 keys (usually one, ``action``).
+
+An environment that can save itself mid-episode implements ``state()`` (a tree
+of dicts, lists, scalars and arrays that a checkpoint stores) and
+``load_state(state)``; a resumed run then continues its episodes where they
+stopped. The default ``state()`` returns None: a resumed run starts new episodes.
 """
 
 from __future__ import annotations
@@ -50,6 +55,14 @@ class Env:
 
     def close(self) -> None:
         pass
+
+    def state(self) -> Any:
+        """The state mid-episode (dicts, lists, scalars, arrays), or None when it cannot be saved."""
+        return None
+
+    def load_state(self, state: Any) -> None:
+        """Continue from a ``state()`` of an environment made with the same arguments."""
+        raise NotImplementedError(f"{type(self).__name__} cannot restore a saved state.")
 
     def __enter__(self) -> Env:
         return self

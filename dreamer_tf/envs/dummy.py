@@ -94,6 +94,13 @@ class Dummy(Env):
         self._new_target()
         return self._obs(reward, is_last=self._done, is_terminal=self._done)
 
+    def state(self) -> dict[str, Any]:
+        return {"count": self._count, "done": self._done, "target": self._target.copy()}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self._count, self._done = int(state["count"]), bool(state["done"])
+        self._target = np.asarray(state["target"], np.float32).copy()
+
     def _new_target(self) -> None:
         if not self._match:
             return

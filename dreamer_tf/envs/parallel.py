@@ -14,6 +14,8 @@ type and message and the worker's traceback as its cause; a worker that does not
 ``timeout`` seconds raises ``TimeoutError``. ``parallel="none"`` steps the environments one after
 the other in this process, with the same results; there the same ``timeout`` is enforced with a
 ``SIGALRM`` timer when the batch runs in the main thread (signals reach only the main thread).
+``state()`` and ``load_state()`` save and restore every environment mid-episode where the
+environments support it (``dreamer_tf.envs.base``).
 """
 
 from __future__ import annotations
@@ -166,6 +168,45 @@ class BatchEnv:
                 worker.send(("step", action))
             results = self._receive_all("step")
         return self._stack(results)
+
+    def state(self) -> list[Any] | None:
+        """Every environment's ``state()``, or None when one of them cannot save its state."""
+        if self._closed:
+            raise RuntimeError("BatchEnv.state after close().")
+        if self._envs:
+            states = [env.state() for env in self._envs]
+        else:
+            for worker in self._workers:
+                worker.send(("state", None))
+            states = self._receive_all("save its state")
+        return None if any(state is None for state in states) else states
+
+    def load_state(self, states: Sequence[Any]) -> None:
+        """Restore ``state()``'s list. Raises ValueError naming the environments that could not, after
+        every one has tried; the batch stays usable (a step with ``reset`` true starts them afresh)."""
+        if self._closed:
+            raise RuntimeError("BatchEnv.load_state after close().")
+        if len(states) != len(self):
+            raise ValueError(f"{len(states)} saved environment states for {len(self)} environments")
+        if self._envs:
+            errors = []
+            for env, state in zip(self._envs, states):
+                try:
+                    env.load_state(state)
+                    errors.append(None)
+                except Exception as error:  # noqa: BLE001 - reported together below
+                    errors.append(f"{type(error).__name__}: {error}")
+        else:
+            for worker, state in zip(self._workers, states):
+                worker.send(("load_state", state))
+            errors = self._receive_all("restore its state")
+        failed = [(index, error) for index, error in enumerate(errors) if error]
+        if failed:
+            index, error = failed[0]
+            raise ValueError(
+                f"{len(failed)} of {len(self)} environments could not restore their state "
+                f"(environment {index}: {error})"
+            )
 
     def close(self) -> None:
         """Close the environments and end the worker processes (also done on garbage collection)."""
@@ -333,7 +374,8 @@ def _shutdown(workers: list[_Worker]) -> None:
 
 
 def _worker_main(conn: Any, env_fn: Callable[[], Any], index: int) -> None:
-    """Subprocess body: create the environment, then answer ``step`` messages until ``close``."""
+    """Subprocess body: create the environment, then answer ``step``, ``state`` and ``load_state``
+    messages until ``close``."""
     # Ctrl-C goes to the whole process group; the parent handles it and closes the workers.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.environ["DREAMER_NO_TF"] = "1"  # workers never run the model: MuJoCo need not load TensorFlow first
@@ -352,8 +394,16 @@ def _worker_main(conn: Any, env_fn: Callable[[], Any], index: int) -> None:
                 return  # the parent is gone
             if command == "close":
                 return
+            if command == "load_state":
+                # A state that does not fit is answered, not raised: the parent decides what to do.
+                try:
+                    env.load_state(payload)
+                    conn.send((True, None))
+                except Exception as error:  # noqa: BLE001
+                    conn.send((True, f"{type(error).__name__}: {error}"))
+                continue
             try:
-                conn.send((True, env.step(payload)))
+                conn.send((True, env.state() if command == "state" else env.step(payload)))
             except Exception as error:  # noqa: BLE001
                 conn.send((False, _describe_error(error, index)))
     except (BrokenPipeError, EOFError, OSError):

@@ -37,7 +37,13 @@ def require(module: str, package: str, install: str) -> Any:
 
 
 class Wrapper(Env):
-    """Forwards spaces, ``step`` and ``close`` to ``env``; attributes too."""
+    """Forwards spaces, ``step``, ``close`` and the saved state to ``env``; attributes too.
+
+    A wrapper whose own attributes change while stepping names them in ``STATE``; they are saved
+    beside the wrapped environment's state.
+    """
+
+    STATE: tuple[str, ...] = ()
 
     def __init__(self, env: Env) -> None:
         self.env = env
@@ -55,6 +61,17 @@ class Wrapper(Env):
 
     def close(self) -> None:
         self.env.close()
+
+    def state(self) -> dict[str, Any] | None:
+        inner = self.env.state()
+        if inner is None:
+            return None
+        return {"env": inner, **{name: getattr(self, name) for name in self.STATE}}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.env.load_state(state["env"])
+        for name in self.STATE:
+            setattr(self, name, state[name])
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__") or name == "env":
@@ -179,6 +196,8 @@ class TimeLimit(Wrapper):
     ``length`` 0 or None disables the limit.
     """
 
+    STATE = ("_step", "_done")
+
     def __init__(self, env: Env, length: int | None) -> None:
         super().__init__(env)
         self._length = int(length or 0)
@@ -275,6 +294,21 @@ class FromDM(Env):
             time_step = self._env.step(action["action"])
         self._done = bool(time_step.last())
         return self._obs(time_step)
+
+    def state(self) -> dict[str, Any] | None:
+        inner = self._dm_state()
+        return None if inner is None else {"dm": inner, "done": self._done}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self._load_dm_state(state["dm"])
+        self._done = bool(state["done"])
+
+    def _dm_state(self) -> Any:
+        """The wrapped dm_env's state mid-episode; a generic dm_env has none (subclasses add it)."""
+        return None
+
+    def _load_dm_state(self, state: Any) -> None:
+        raise NotImplementedError(f"{type(self).__name__} cannot restore a saved state.")
 
     def _obs(self, time_step: Any) -> dict[str, np.ndarray]:
         raw = time_step.observation

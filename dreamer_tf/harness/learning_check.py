@@ -17,9 +17,10 @@ known ones go to every training command (e.g. ``--run.envs 4``); they must be th
 chunk, as the CLI refuses model changes on resume.
 
 Training episodes are what the published curves show, but with many environments in lockstep they
-finish in rounds (16 envs and cartpole's 1001-step episodes: every 16,016 env steps), and a resumed
-chunk starts its environments' episodes afresh, so a chunk shorter than one round never finishes a
-training episode. Each chunk therefore also evaluates the policy every ``--eval-every`` env steps
+finish in rounds (16 envs and cartpole's 1001-step episodes: every 16,016 env steps). A resumed chunk
+continues the episodes under way where the environments save their state (DMC does); elsewhere it
+starts them afresh, and a chunk shorter than one round never finishes a training episode. Each chunk
+also evaluates the policy every ``--eval-every`` env steps
 (and when a run that was never evaluated resumes): ``--eval-eps`` episodes on separate environments,
 actions sampled as in training, no training meanwhile.
 

@@ -293,6 +293,15 @@ class _Episodes:
         return record
 
 
+def _to_numpy(tree: Any) -> Any:
+    """A policy state (nested tuples, lists and dicts of framework tensors) as numpy arrays."""
+    if isinstance(tree, dict):
+        return {k: _to_numpy(v) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(_to_numpy(v) for v in tree)
+    return tree if tree is None else np.asarray(tree)
+
+
 def _is_frame(value: Any) -> bool:
     """Whether one environment's value is an image frame: uint8 ``[H, W, C]``."""
     value = np.asarray(value)
@@ -365,6 +374,10 @@ class _Run:
         self.histogram_actions: dict[str, list[np.ndarray]] = {}
         self.histogram_returns: list[float] = []
         self.last_weights: float | None = None
+        # The training environments' episodes under way: saved with each checkpoint and continued
+        # by a resumed run where the environments can save their state (``Env.state``).
+        self.live: dict[str, Any] | None = None
+        self.saved_episodes: dict[str, Any] | None = None
 
     # ------------------------------------------------------------ setup and teardown
 
@@ -392,6 +405,7 @@ class _Run:
             self.checkpoint.load_replay(self.replay)
             self.agent.load(state["agent"])
             self._load_counters(state["loop"])
+            self.saved_episodes = state.get("episodes")
             print(
                 f"Resumed from {self.checkpoint.latest} at env step {self.env_steps} "
                 f"after {self.updates} updates and {self.episodes} episodes.",
@@ -453,6 +467,7 @@ class _Run:
             return ""  # it failed while starting: nothing was trained, and any old checkpoint stays
         if not self.consistent:
             return "No final checkpoint: the run failed while its state was half updated."
+        self.live = None  # the environments may be what failed: a resumed run starts new episodes
         try:
             self.log(time.monotonic())
             self.save()
@@ -464,9 +479,57 @@ class _Run:
 
     def save(self) -> None:
         start = time.perf_counter()
-        self.checkpoint.save({"agent": self.agent.save(), "loop": self._counters()}, replay=self.replay)
+        state = {"agent": self.agent.save(), "loop": self._counters(), "episodes": self._episode_state()}
+        self.checkpoint.save(state, replay=self.replay)
         self.timers.add({"checkpoint": time.perf_counter() - start}, agg="sum")
         write_status(self.logdir, "running", self.env_steps)
+
+    def _episode_state(self) -> dict[str, Any] | None:
+        """The episodes under way, for a resumed run to continue: every training environment's
+        state, the next actions, the policy's recurrent state and the running scores; None where
+        an environment cannot save its state (or no episode is under way)."""
+        if self.live is None or not hasattr(self.envs, "state"):
+            return None
+        try:
+            states = self.envs.state()
+        except Exception as error:  # noqa: BLE001 - the checkpoint matters more than the episodes
+            _say(f"The environments' state was not saved ({type(error).__name__}: {error}).")
+            return None
+        if states is None:
+            return None
+        episodes = self.live["episodes"]
+        return {
+            "envs": states,
+            "acts": dict(self.live["acts"]),
+            "policy": _to_numpy(self.live["policy"]),
+            "score": episodes.score.copy(),
+            "length": episodes.length.copy(),
+            "logs": [{k: np.asarray(v, np.float64) for k, v in logs.items()} for logs in episodes.logs],
+        }
+
+    def _continue_episodes(
+        self, saved: dict[str, Any], acts: dict[str, np.ndarray], policy_state: Any, episodes: _Episodes
+    ) -> tuple[dict[str, np.ndarray], Any]:
+        """Restore the saved episodes into the new environments; on any mismatch they start afresh."""
+        count = len(self.envs)
+        problem = None
+        if len(saved["envs"]) != count:
+            problem = f"the checkpoint holds {len(saved['envs'])} environments, this run has {count}"
+        elif sorted(saved["acts"]) != sorted(acts):
+            problem = f"the saved actions have keys {sorted(saved['acts'])}, this run's {sorted(acts)}"
+        else:
+            try:
+                self.envs.load_state(saved["envs"])
+            except Exception as error:  # noqa: BLE001 - starting new episodes loses little
+                problem = str(error)
+        if problem is not None:
+            _say(f"Starting new episodes: {problem}.")
+            return acts, policy_state
+        episodes.score[:] = saved["score"]
+        episodes.length[:] = saved["length"]
+        episodes.logs = [{k: [float(x) for x in v] for k, v in logs.items()} for logs in saved["logs"]]
+        print(f"Continuing the episodes under way in the checkpoint ({count} environments).", file=sys.stderr)
+        return {k: np.asarray(v) for k, v in saved["acts"].items()}, saved["policy"]
 
     # ------------------------------------------------------------ the loop
 
@@ -487,6 +550,11 @@ class _Run:
         acts["reset"] = np.ones(count, bool)
         policy_state = self.agent.init_policy(count)
         episodes = _Episodes(count)
+        if self.saved_episodes is not None:
+            acts, policy_state = self._continue_episodes(self.saved_episodes, acts, policy_state, episodes)
+        self.saved_episodes = None
+        # What a checkpoint needs to continue the episodes under way (``_episode_state``).
+        self.live = {"acts": acts, "policy": policy_state, "episodes": episodes}
         now = time.monotonic()
         self.last_log = self.last_save = self.last_report = now
         self.log_env_steps, self.log_updates = self.env_steps, self.updates
@@ -501,8 +569,12 @@ class _Run:
                 with self._timer("env"), self.stop.interruptible():
                     obs = self.envs.step(acts)
             except _StepInterrupted:
-                break  # the step never happened: the checkpoint holds the state before it
+                # The step never happened for the loop, but some environments may have taken it:
+                # the checkpoint holds no environment state, and a resumed run starts new episodes.
+                self.live = None
+                break
             except Exception:
+                self.live = None
                 if self.stop.requested:  # workers killed by the same Ctrl-C: save and leave
                     break
                 raise
@@ -543,6 +615,7 @@ class _Run:
             self._record(self.recorder, all_obs, "train")
             self.consistent = True
             acts = {**acts, "reset": obs["is_last"].copy()}
+            self.live = {"acts": acts, "policy": policy_state, "episodes": episodes}
             self._train(count)
             now = time.monotonic()
             if run.report_every > 0 and now - self.last_report >= run.report_every:

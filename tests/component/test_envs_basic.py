@@ -358,6 +358,46 @@ def test_batch_env_matches_sequential_stepping(parallel):
 
 
 @pytest.mark.parametrize("parallel", ["none", "process"])
+def test_batch_env_saves_and_restores_every_environment(parallel):
+    fns = [functools.partial(make_dummy, "cont_match", length) for length in (3, 5, 6)]
+    with BatchEnv(fns, parallel=parallel, timeout=60) as envs, BatchEnv(fns, parallel=parallel) as copies:
+        history = drive(envs.step, 3, 4, envs.act_space)
+        assert not history[-1]["is_first"].any()
+        copies.load_state(envs.state())
+        rng = np.random.default_rng(1)
+        for _ in range(8):
+            action = {
+                "reset": np.zeros(3, bool),
+                "action": np.stack([envs.act_space["action"].sample(rng) for _ in range(3)]),
+            }
+            want, got = envs.step(action), copies.step(action)
+            for key in want:
+                np.testing.assert_array_equal(want[key], got[key], err_msg=key)
+        # A state that does not fit is named, and the batch still steps (a reset starts afresh).
+        with pytest.raises(ValueError, match=r"3 of 3 environments could not restore their state"):
+            copies.load_state([{"count": 1}] * 3)
+        with pytest.raises(ValueError, match="2 saved environment states for 3"):
+            copies.load_state(envs.state()[:2])
+        obs = copies.step({"reset": np.ones(3, bool), "action": np.zeros((3, 6), np.float32)})
+        assert obs["is_first"].all()
+
+
+class Stateless(Dummy):
+    """The dummy env without a saved state (like an adapter that does not implement one)."""
+
+    def state(self) -> None:
+        return None
+
+
+def test_batch_env_state_is_none_when_an_environment_cannot_save():
+    fns = [functools.partial(Stateless, "disc", (8, 8), 4), functools.partial(make_dummy, "disc", 4)]
+    with BatchEnv(fns, parallel="none") as envs:
+        envs.step({"reset": np.ones(2, bool), "action": np.zeros(2, np.int32)})
+        assert envs.state() is None
+        assert envs._envs[1].state() is not None
+
+
+@pytest.mark.parametrize("parallel", ["none", "process"])
 def test_batch_env_worker_exception_propagates(parallel):
     envs = BatchEnv([Configurable, make_broken], parallel=parallel, timeout=60)
     step = {"reset": np.array([True, True]), "action": np.zeros(2, np.int32)}

@@ -211,7 +211,7 @@ def test_carry_moves_the_check_to_a_new_run_folder(tmp_path):
     # The second folder continues the first's records: its evaluations at 0-200 came in the pack.
     assert [row["step"] for row in learning_check.eval_curve(run)] == [0, 100, 200, 300]
     train = [json.loads(line) for line in (run / "scores.jsonl").read_text().splitlines()]
-    # The episode ending at 101 came in the pack; the one under way at 200 was lost with the first
-    # process (a resume restarts episodes), and the one begun at 200 would end after 300.
-    assert [record["step"] for record in train] == [101]
+    # The episode ending at 101 came in the pack; the one under way at 200 went on in the second
+    # process (the pack holds the environment's state) and ended at 202, as without the move.
+    assert [record["step"] for record in train] == [101, 202]
     assert json.loads((run / "status.json").read_text())["step"] == 300

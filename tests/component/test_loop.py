@@ -61,6 +61,16 @@ class FakeEnvs:
         self.closed = True
 
 
+class SavingFakeEnvs(FakeEnvs):
+    """FakeEnvs that can save their episodes under way, like the DMC and dummy environments."""
+
+    def state(self) -> list:
+        return [{"t": int(t)} for t in self.t]
+
+    def load_state(self, states: list) -> None:
+        self.t = np.array([state["t"] for state in states], np.int64)
+
+
 class FakeReplay:
     """Counts steps; samples zeros; saves its count so a resume can be checked."""
 
@@ -106,6 +116,7 @@ class CountingAgent:
         self.train_calls = self.policy_calls = 0
         self.fail_at, self.signal_at = fail_at, signal_at
         self.modes = set()
+        self.first_state = None  # the recurrent state of the first training step
 
     def init_policy(self, batch_size):
         return np.zeros(batch_size)
@@ -114,6 +125,8 @@ class CountingAgent:
         self.modes.add(mode)
         n = len(obs["is_first"])
         if mode == "train":
+            if self.first_state is None:
+                self.first_state = np.array(state)
             self.policy_calls += 1
             if self.signal_at is not None and self.policy_calls == self.signal_at:
                 os.kill(os.getpid(), signal.SIGTERM)
@@ -148,7 +161,7 @@ def make_config(**overrides):
     return load_config(["debug"]).update(base)
 
 
-def run_fake(logdir, config, agents=None, replays=None, **agent_kwargs):
+def run_fake(logdir, config, agents=None, replays=None, envs=FakeEnvs, **agent_kwargs):
     agents = [] if agents is None else agents
     replays = [] if replays is None else replays
 
@@ -161,7 +174,7 @@ def run_fake(logdir, config, agents=None, replays=None, **agent_kwargs):
         return replays[-1]
 
     def make_envs(config, mode="train"):
-        return FakeEnvs(config.run.envs if mode == "train" else config.run.eval_envs)
+        return envs(config.run.envs if mode == "train" else config.run.eval_envs)
 
     def make_logger(config, logdir):
         return Logger(logdir, config.run.steps, progress=False)
@@ -260,6 +273,35 @@ def test_resume_continues_counters_without_duplicates(tmp_path):
     # Nothing left to do: a third start returns at once.
     status, (agent,), _ = run_fake(tmp_path, make_config(**{"run.steps": 400}))
     assert status == "done" and agent.policy_calls == 0
+
+
+def test_resume_continues_the_episodes_under_way(tmp_path, capsys):
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    run_fake(whole, make_config(**{"run.steps": 400}), envs=SavingFakeEnvs)
+    run_fake(parts, make_config(**{"run.steps": 210}), envs=SavingFakeEnvs)  # stops mid-episode
+    _, (resumed,), _ = run_fake(parts, make_config(**{"run.steps": 400}), envs=SavingFakeEnvs)
+    assert "Continuing the episodes under way in the checkpoint (2 environments)." in capsys.readouterr().err
+    # The episode under way at 210 is scored whole, as in the uninterrupted run: the same records.
+    assert read_jsonl(parts / "scores.jsonl") == read_jsonl(whole / "scores.jsonl")
+    # The policy went on from its recurrent state after 105 steps, not from a fresh one.
+    np.testing.assert_array_equal(resumed.first_state, np.full(2, 105.0))
+    # Environments that cannot save their state start new episodes: the one under way is lost.
+    run_fake(tmp_path / "lost", make_config(**{"run.steps": 210}))
+    run_fake(tmp_path / "lost", make_config(**{"run.steps": 400}))
+    lost = read_jsonl(tmp_path / "lost" / "scores.jsonl")
+    assert len(lost) == len(read_jsonl(whole / "scores.jsonl")) - 2
+
+
+def test_resume_with_other_environments_starts_new_episodes(tmp_path, capsys):
+    run_fake(tmp_path, make_config(**{"run.steps": 210}), envs=SavingFakeEnvs)
+    status, (agent,), _ = run_fake(
+        tmp_path, make_config(**{"run.steps": 300, "run.envs": 4}), envs=SavingFakeEnvs
+    )
+    assert status == "done" and float(agent.first_state.max()) == 0.0
+    assert (
+        "Starting new episodes: the checkpoint holds 2 environments, this run has 4."
+        in capsys.readouterr().err
+    )
 
 
 def test_resume_drops_records_written_after_the_checkpoint(tmp_path):
