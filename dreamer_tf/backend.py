@@ -127,21 +127,39 @@ def _rms(tensors) -> Any:
     return _global_norm(tensors) / math.sqrt(count)
 
 
-def make_runner(model, optimizer, options):
+def make_strategy(options) -> Any:
+    """TensorFlow: a ``MirroredStrategy`` over ``compile.devices`` devices (0: every visible one; GPUs
+    where there are any, else the CPU's logical devices), or None for one device or on JAX (whose
+    runner splits the batch itself). The model and optimizer must be built in its ``scope()``."""
+    devices = int(getattr(options, "devices", 1))
+    if backend() != "tensorflow" or devices == 1:
+        return None
+    import tensorflow as tf
+
+    available = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+    count = len(available) if devices == 0 else devices
+    if count > len(available):
+        raise ConfigError(
+            f"compile.devices {devices}: {len(available)} {available[0].device_type} device(s) are visible "
+            f"({', '.join(d.name for d in available)})."
+        )
+    if count == 1:
+        return None
+    return tf.distribute.MirroredStrategy([d.name for d in available[:count]])
+
+
+def make_runner(model, optimizer, options, strategy=None):
     """Compile ``model``'s steps for the active backend, as ``options`` (the config's ``compile``) say.
 
     ``model`` is a Keras layer with ``train_loss(data) -> (loss, (metrics, updates))``,
     ``after_update()`` (state changes after each optimizer step, e.g. a slow critic) and
     ``policy_step(obs, carry, sample) -> (actions, carry, extra)``: DreamerV3 and PPO share the runners.
     ``options.unroll`` traces the model's time loops as Python loops (``dreamer_tf.nn.ops.unrolled``).
+    On TensorFlow, ``strategy`` (``make_strategy``, in whose scope the model was built) splits each
+    update over its devices.
     """
     jit, xla, unroll = bool(options.jit), bool(options.xla), bool(options.unroll)
     devices = int(getattr(options, "devices", 1))
-    if backend() == "tensorflow" and devices != 1:
-        raise ConfigError(
-            f"compile.devices {devices}: splitting an update over several devices needs the JAX backend "
-            "(KERAS_BACKEND=jax); on TensorFlow a run trains on one device."
-        )
     if backend() == "tensorflow" and jit and xla and not unroll:
         raise ValueError(
             "compile.xla on TensorFlow needs compile.unroll (--compile.unroll true): XLA cannot compile "
@@ -149,7 +167,7 @@ def make_runner(model, optimizer, options):
         )
     optimizer.build(model.trainable_variables)
     if backend() == "tensorflow":
-        return TensorFlowRunner(model, optimizer, jit, xla, unroll)
+        return TensorFlowRunner(model, optimizer, jit, xla, unroll, strategy)
     if backend() == "jax":
         return JaxRunner(model, optimizer, jit, unroll, devices)
     raise NotImplementedError(f"Keras backend '{backend()}' is not supported; use tensorflow or jax.")
@@ -175,14 +193,26 @@ def _unrolled(fn, unroll: bool):
 
 
 class TensorFlowRunner:
-    def __init__(self, model, optimizer, jit: bool, xla: bool, unroll: bool = False) -> None:
+    """``tf.function`` steps on the model's variables.
+
+    With a ``strategy`` (``compile.devices`` > 1) each update is data-parallel, as on JAX: every
+    device runs the forward and backward pass on its part of the batch (``strategy.run``), with the
+    random draws and the return percentiles taken over the whole batch (``dreamer_tf.nn.ops``
+    ``batch_draw``/``whole_batch``); the gradients are averaged, and the finite check, the optimizer
+    step and the slow critic's update run once, on the mirrored variables. Metrics are the devices'
+    mean; the replay's latent updates are concatenated in batch order.
+    """
+
+    def __init__(self, model, optimizer, jit: bool, xla: bool, unroll: bool = False, strategy=None) -> None:
         import tensorflow as tf
 
         self.tf = tf
+        self.strategy = strategy
         self.model, self.optimizer = model, optimizer
         self.scaling = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
         wrap = (lambda fn: tf.function(fn, jit_compile=xla)) if jit else (lambda fn: fn)
-        self._train = wrap(_unrolled(self._train_step, unroll))
+        step = self._train_step if strategy is None else self._distributed_step
+        self._train = wrap(_unrolled(step, unroll))
         self._policy = wrap(_unrolled(self._policy_step, unroll))
         self._wrap = lambda fn: wrap(_unrolled(fn, unroll))  # noqa: E731
         self._calls: dict[Any, Any] = {}
@@ -235,10 +265,92 @@ class TensorFlowRunner:
             )
         return metrics, updates
 
+    @property
+    def device_count(self) -> int:
+        """The devices one update is split over."""
+        return 1 if self.strategy is None else self.strategy.num_replicas_in_sync
+
+    def _replica_step(self, data):
+        """One device's forward and backward pass on its part of the batch."""
+        tf = self.tf
+        context = tf.distribute.get_replica_context()
+        with (
+            dops.replicas(context.replica_id_in_sync_group, context.num_replicas_in_sync, context.all_gather),
+            tf.GradientTape() as tape,
+        ):
+            loss, (metrics, updates) = self.model.train_loss(data)
+            scaled = self.optimizer.scale_loss(loss) if self.scaling else loss
+        grads = tape.gradient(scaled, self.model.trainable_variables)
+        return loss, grads, metrics, updates
+
+    def _distributed_step(self, data):
+        tf, strategy = self.tf, self.strategy
+        mean = tf.distribute.ReduceOp.MEAN
+        variables = self.model.trainable_variables
+        state = self.model.non_trainable_variables
+        before = [tf.identity(v) for v in state]
+        with tf.control_dependencies(before):
+            loss, grads, metrics, updates = strategy.run(self._replica_step, args=(data,))
+        # Every device's loss is the mean over its equal part of the batch: their mean is the loss
+        # of the whole batch, and so is the mean of their gradients.
+        loss = strategy.reduce(mean, loss, axis=None)
+        grads = [None if g is None else strategy.reduce(mean, g, axis=None) for g in grads]
+        metrics = {k: strategy.reduce(mean, v, axis=None) for k, v in metrics.items()}
+        updates = {k: strategy.gather(v, axis=0) for k, v in updates.items()}
+        with tf.control_dependencies(tf.nest.flatten((loss, metrics, updates))):
+            grads = [None if g is None else tf.identity(g) for g in grads]
+        finite = _all_finite(loss, grads, self.scaling)
+        scale = ops.convert_to_tensor(self.optimizer.dynamic_scale) if self.scaling else None
+
+        def apply():
+            self.optimizer.apply(grads, variables)
+            self.model.after_update()
+            return tf.constant(0.0)
+
+        def skip():
+            for var, value in zip(state, before):
+                var.assign(value)
+            return tf.constant(1.0)
+
+        skipped = tf.cond(finite, apply, skip)
+        if self.scaling:
+            grads = [g / scale for g in grads]
+        with tf.control_dependencies([skipped]):
+            metrics.update(
+                {
+                    "opt/loss": loss,
+                    "opt/grad_norm": _global_norm(grads),
+                    "opt/grad_rms": _rms(grads),
+                    "opt/param_rms": _rms([v.value for v in variables]),
+                    "opt/updates": ops.cast(self.optimizer.iterations, "float32"),
+                    "opt/skipped": skipped,
+                }
+            )
+        return metrics, updates
+
+    def _split(self, data: dict) -> Any:
+        """The batch as the strategy's per-device values: equal consecutive parts of its first axis."""
+        tf, count = self.tf, self.device_count
+        size = len(next(iter(data.values())))
+        if size % count:
+            raise ValueError(
+                f"A batch of {size} cannot be split evenly over {count} devices (compile.devices); "
+                "choose a batch_size that is a multiple of the device count."
+            )
+        part = size // count
+
+        def local(context):
+            index = context.replica_id_in_sync_group
+            return {k: tf.convert_to_tensor(v[index * part : (index + 1) * part]) for k, v in data.items()}
+
+        return self.strategy.experimental_distribute_values_from_function(local)
+
     def _policy_step(self, obs, carry, sample, noise=None):
         return _call_policy(self.model, obs, carry, sample, noise)
 
     def train(self, data: dict) -> tuple[dict[str, float], dict]:
+        if self.strategy is not None:
+            data = self._split({k: np.asarray(v) for k, v in data.items()})
         metrics, updates = self._train(data)
         return _metrics_to_floats(metrics), _to_numpy(updates)
 

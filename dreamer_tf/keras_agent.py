@@ -4,14 +4,16 @@ checks, random actions and checkpoints.
     class Agent(KerasAgent):
         def __init__(self, obs_space, act_space, config):
             super().__init__(obs_space, act_space, config)           # precision, seeds, RNG
-            model = MyModel(..., dtype=self.dtype_policy)             # a keras Layer with policy_step / train_loss
-            self.build(model, optimizer)                              # the backend's compiled runner
+            with self.scope():                                        # the devices' scope (compile.devices)
+                model = MyModel(..., dtype=self.dtype_policy)         # a keras Layer with policy_step / train_loss
+                self.build(model, optimizer)                          # the backend's compiled runner
 
 A subclass adds its own state to checkpoints through ``extra_state`` / ``load_extra_state``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Any
 
@@ -42,6 +44,12 @@ class KerasAgent:
         self.precision = backend.resolve_precision(config.compile.precision)
         keras.utils.set_random_seed(config.seed)
         self._rng = np.random.default_rng(config.seed)
+        # TensorFlow with compile.devices > 1: the model and optimizer are built in its scope.
+        self.strategy = backend.make_strategy(config.compile)
+
+    def scope(self) -> Any:
+        """The block in which a subclass builds its model and calls ``build``."""
+        return self.strategy.scope() if self.strategy is not None else contextlib.nullcontext()
 
     @property
     def dtype_policy(self) -> keras.DTypePolicy:
@@ -50,7 +58,7 @@ class KerasAgent:
     def build(self, model, optimizer) -> None:
         """Keep the model and optimizer and compile their steps (``dreamer_tf.backend.make_runner``)."""
         self.model, self.optimizer = model, optimizer
-        self.runner = backend.make_runner(model, optimizer, self.config.compile)
+        self.runner = backend.make_runner(model, optimizer, self.config.compile, self.strategy)
 
     @property
     def param_count(self) -> int:

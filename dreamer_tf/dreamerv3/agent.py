@@ -131,7 +131,7 @@ class DreamerModel(keras.layers.Layer):
             deter, stoch, _ = self.initial_carry(B)
             prev = ops.concatenate([ops.zeros_like(act_vec[:, :1]), act_vec[:, :-1]], 1)
         obs = {k: data[k][:, C:] for k in self.keys}
-        noise = gumbel((B, T, rssm.stoch, rssm.classes), self.seeds)
+        noise = dops.batch_draw(lambda shape: gumbel(shape, self.seeds), (B, T, rssm.stoch, rssm.classes))
         losses, states, metrics = self.wm.loss(obs, prev, ops.cast(deter, self.compute_dtype), stoch, noise)
 
         # Imagination from every posterior state of the batch (N = B·T starts).
@@ -141,8 +141,10 @@ class DreamerModel(keras.layers.Layer):
         if not agent.ac_grads:
             start_deter, start_stoch = sg(start_deter), sg(start_stoch)
         img_noise = {
-            "stoch": gumbel((H, N, rssm.stoch, rssm.classes), self.seeds),
-            "action": self.ac.draw_noise((H + 1, N), self.seeds),
+            "stoch": dops.batch_draw(
+                lambda shape: gumbel(shape, self.seeds), (H, N, rssm.stoch, rssm.classes), 1
+            ),
+            "action": dops.batch_draw(lambda shape: self.ac.draw_noise(shape, self.seeds), (H + 1, N), 1),
         }
         policy_fn = lambda feat, eps: self.ac.act(feat, eps)[1]  # noqa: E731
         deters, stochs, actions = self.wm.imagine(start_deter, start_stoch, policy_fn, H, img_noise)
@@ -285,16 +287,17 @@ class Agent(KerasAgent):
                     "Wrap the environment so its actions are rescaled (dreamer_tf.envs.gym does this)."
                 )
         check_image_sizes(obs_space, len(config.agent.enc.mults), len(config.agent.dec.mults))
-        model = DreamerModel(
-            obs_space, self.act_space, config, seed=config.seed, name="dreamer", dtype=self.dtype_policy
-        )
-        actor_vars = [v for head in model.ac.actor.values() for v in head.trainable_variables]
-        optimizer = make_optimizer(
-            config.agent.opt,
-            loss_scale=self.precision == "float16",
-            multipliers=[(v, config.agent.opt.actor) for v in actor_vars],
-        )
-        self.build(model, optimizer)
+        with self.scope():
+            model = DreamerModel(
+                obs_space, self.act_space, config, seed=config.seed, name="dreamer", dtype=self.dtype_policy
+            )
+            actor_vars = [v for head in model.ac.actor.values() for v in head.trainable_variables]
+            optimizer = make_optimizer(
+                config.agent.opt,
+                loss_scale=self.precision == "float16",
+                multipliers=[(v, config.agent.opt.actor) for v in actor_vars],
+            )
+            self.build(model, optimizer)
         devices = getattr(self.runner, "device_count", 1)
         if config.batch_size % devices:
             raise ConfigError(

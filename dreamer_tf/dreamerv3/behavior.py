@@ -40,7 +40,7 @@ class Normalize(keras.layers.Layer):
     def update(self, x) -> None:
         if self.impl == "none":
             return
-        x = sg(ops.cast(x, "float32"))
+        x = dops.whole_batch(sg(ops.cast(x, "float32")))
         if self.impl == "perc":
             first = ops.quantile(ops.reshape(x, (-1,)), self.perclo / 100.0)
             second = ops.quantile(ops.reshape(x, (-1,)), self.perchi / 100.0)

@@ -441,7 +441,7 @@ class Suite:
         resources = budget_spec.get("resources") or {}
         run_gpus = float(gpus if gpus is not None else resources.get("gpus", 0))
         if agent_spec.get("runs", agent) == "dreamerv3" and run_gpus >= 2 and "compile.devices" not in flags:
-            # Several GPUs for one run: each update's batch is split over them (JAX, compile.devices).
+            # Several GPUs for one run: each update's batch is split over them (compile.devices).
             flags["compile.devices"] = str(int(run_gpus))
         spec = RunSpec(
             domain=domain,

@@ -170,3 +170,48 @@ def record(name: str, value):
     if values is not None:
         values[name] = value
     return value
+
+
+# ------------------------------------------------------------------ data-parallel replicas
+#
+# On TensorFlow an update split over several devices runs the model once per device, on that device's
+# part of the batch (``compile.devices``; ``dreamer_tf.backend`` runs each part inside ``replicas``).
+# Two things must then be taken over the whole batch to give the one-device update: random draws
+# (every replica draws the whole batch's noise from the same mirrored seed state and keeps its part)
+# and batch statistics (the return percentiles are taken over every replica's values). Elsewhere (JAX,
+# one device) the helpers return their input: the compiled step sees the whole batch.
+
+_REPLICAS: contextvars.ContextVar[tuple | None] = contextvars.ContextVar("dreamer_tf_replicas", default=None)
+
+
+@contextlib.contextmanager
+def replicas(index, count: int, gather):
+    """Run the block as replica ``index`` (a scalar tensor) of ``count``, each on an equal part of the
+    batch; ``gather(x, axis)`` concatenates every replica's ``x``."""
+    token = _REPLICAS.set((index, int(count), gather))
+    try:
+        yield
+    finally:
+        _REPLICAS.reset(token)
+
+
+def batch_draw(draw, shape, axis: int = 0):
+    """``draw(shape)``, where ``shape[axis]`` is this replica's part of the batch, as one device
+    drawing for the whole batch would give it. ``draw`` may append axes (an action vector)."""
+    replica = _REPLICAS.get()
+    if replica is None:
+        return draw(shape)
+    index, count, _ = replica
+    part = shape[axis]
+    whole = draw((*shape[:axis], part * count, *shape[axis + 1 :]))
+    begin = [0] * len(whole.shape)
+    begin[axis] = ops.cast(index, "int32") * part
+    size = list(whole.shape)
+    size[axis] = part
+    return ops.slice(whole, begin, size)
+
+
+def whole_batch(x, axis: int = 0):
+    """``x`` of every replica concatenated along ``axis``: statistics over the whole batch."""
+    replica = _REPLICAS.get()
+    return x if replica is None else replica[2](x, axis)

@@ -20,6 +20,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from dreamer_tf.config import ConfigError
 from dreamer_tf.keras_agent import KerasAgent
 from dreamer_tf.ppo.advantages import ReturnNormalizer, gae
 from dreamer_tf.ppo.networks import RAW, PPOModel
@@ -36,6 +37,11 @@ class Agent(KerasAgent):
 
     def __init__(self, obs_space: dict[str, Space], act_space: dict[str, Space], config) -> None:
         super().__init__(obs_space, act_space, config)
+        if self.strategy is not None:
+            raise ConfigError(
+                f"compile.devices {config.compile.devices}: PPO trains on one device on TensorFlow "
+                "(its advantage and value statistics are per batch); use KERAS_BACKEND=jax to split it."
+            )
         cfg = config.ppo
         model = PPOModel(
             obs_space, self.act_space, config, seed=config.seed, name="ppo", dtype=self.dtype_policy
