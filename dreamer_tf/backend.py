@@ -211,8 +211,7 @@ class TensorFlowRunner:
         self.model, self.optimizer = model, optimizer
         self.scaling = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
         wrap = (lambda fn: tf.function(fn, jit_compile=xla)) if jit else (lambda fn: fn)
-        step = self._train_step if strategy is None else self._distributed_step
-        self._train = wrap(_unrolled(step, unroll))
+        self._train = wrap(_unrolled(self._train_step, unroll))
         self._policy = wrap(_unrolled(self._policy_step, unroll))
         self._wrap = lambda fn: wrap(_unrolled(fn, unroll))  # noqa: E731
         self._calls: dict[Any, Any] = {}
@@ -224,10 +223,18 @@ class TensorFlowRunner:
         # The forward pass writes some of the model's state (normalisers, seeds); a skipped update
         # puts these values back. Reads are ordered before the later writes to the same variable.
         before = [tf.identity(v) for v in state]
-        with tf.GradientTape() as tape:
-            loss, (metrics, updates) = self.model.train_loss(data)
-            scaled = self.optimizer.scale_loss(loss) if self.scaling else loss
-        grads = tape.gradient(scaled, variables)
+        if self.strategy is None:
+            loss, grads, metrics, updates = self._forward_backward(data)
+        else:
+            strategy, mean = self.strategy, tf.distribute.ReduceOp.MEAN
+            with tf.control_dependencies(before):
+                loss, grads, metrics, updates = strategy.run(self._replica_step, args=(data,))
+            # Every device's loss is the mean over its equal part of the batch: their mean is the loss
+            # of the whole batch, and so is the mean of their gradients.
+            loss = strategy.reduce(mean, loss, axis=None)
+            grads = [None if g is None else strategy.reduce(mean, g, axis=None) for g in grads]
+            metrics = {k: strategy.reduce(mean, v, axis=None) for k, v in metrics.items()}
+            updates = {k: strategy.gather(v, axis=0) for k, v in updates.items()}
         # The optimizer may only write the variables once the forward pass has used them.
         # TensorFlow orders each variable read before the later write, but not the read's
         # consumers: a read that no gradient depends on (the continue and reward heads on
@@ -265,6 +272,13 @@ class TensorFlowRunner:
             )
         return metrics, updates
 
+    def _forward_backward(self, data):
+        """The loss, its gradients, metrics and replay updates on ``data`` (no update)."""
+        with self.tf.GradientTape() as tape:
+            loss, (metrics, updates) = self.model.train_loss(data)
+            scaled = self.optimizer.scale_loss(loss) if self.scaling else loss
+        return loss, tape.gradient(scaled, self.model.trainable_variables), metrics, updates
+
     @property
     def device_count(self) -> int:
         """The devices one update is split over."""
@@ -272,61 +286,11 @@ class TensorFlowRunner:
 
     def _replica_step(self, data):
         """One device's forward and backward pass on its part of the batch."""
-        tf = self.tf
-        context = tf.distribute.get_replica_context()
-        with (
-            dops.replicas(context.replica_id_in_sync_group, context.num_replicas_in_sync, context.all_gather),
-            tf.GradientTape() as tape,
+        context = self.tf.distribute.get_replica_context()
+        with dops.replicas(
+            context.replica_id_in_sync_group, context.num_replicas_in_sync, context.all_gather
         ):
-            loss, (metrics, updates) = self.model.train_loss(data)
-            scaled = self.optimizer.scale_loss(loss) if self.scaling else loss
-        grads = tape.gradient(scaled, self.model.trainable_variables)
-        return loss, grads, metrics, updates
-
-    def _distributed_step(self, data):
-        tf, strategy = self.tf, self.strategy
-        mean = tf.distribute.ReduceOp.MEAN
-        variables = self.model.trainable_variables
-        state = self.model.non_trainable_variables
-        before = [tf.identity(v) for v in state]
-        with tf.control_dependencies(before):
-            loss, grads, metrics, updates = strategy.run(self._replica_step, args=(data,))
-        # Every device's loss is the mean over its equal part of the batch: their mean is the loss
-        # of the whole batch, and so is the mean of their gradients.
-        loss = strategy.reduce(mean, loss, axis=None)
-        grads = [None if g is None else strategy.reduce(mean, g, axis=None) for g in grads]
-        metrics = {k: strategy.reduce(mean, v, axis=None) for k, v in metrics.items()}
-        updates = {k: strategy.gather(v, axis=0) for k, v in updates.items()}
-        with tf.control_dependencies(tf.nest.flatten((loss, metrics, updates))):
-            grads = [None if g is None else tf.identity(g) for g in grads]
-        finite = _all_finite(loss, grads, self.scaling)
-        scale = ops.convert_to_tensor(self.optimizer.dynamic_scale) if self.scaling else None
-
-        def apply():
-            self.optimizer.apply(grads, variables)
-            self.model.after_update()
-            return tf.constant(0.0)
-
-        def skip():
-            for var, value in zip(state, before):
-                var.assign(value)
-            return tf.constant(1.0)
-
-        skipped = tf.cond(finite, apply, skip)
-        if self.scaling:
-            grads = [g / scale for g in grads]
-        with tf.control_dependencies([skipped]):
-            metrics.update(
-                {
-                    "opt/loss": loss,
-                    "opt/grad_norm": _global_norm(grads),
-                    "opt/grad_rms": _rms(grads),
-                    "opt/param_rms": _rms([v.value for v in variables]),
-                    "opt/updates": ops.cast(self.optimizer.iterations, "float32"),
-                    "opt/skipped": skipped,
-                }
-            )
-        return metrics, updates
+            return self._forward_backward(data)
 
     def _split(self, data: dict) -> Any:
         """The batch as the strategy's per-device values: equal consecutive parts of its first axis."""
