@@ -42,7 +42,7 @@ class KerasAgent:
         self.act_space = {k: v for k, v in act_space.items() if k != "reset"}
         self.config = config
         self.precision = backend.resolve_precision(config.compile.precision)
-        keras.utils.set_random_seed(config.seed)
+        backend.set_seed(config.seed)
         self._rng = np.random.default_rng(config.seed)
         # TensorFlow with compile.devices > 1: the model and optimizer are built in its scope.
         self.strategy = backend.make_strategy(config.compile)

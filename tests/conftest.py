@@ -22,6 +22,8 @@ if os.environ["MUJOCO_GL"] == "osmesa":
 import keras  # after the environment above: Keras reads KERAS_BACKEND on import
 import pytest
 
+from dreamer_tf import backend as dreamer_backend
+
 
 def pytest_report_header(config: pytest.Config) -> str:
     return f"keras {keras.__version__}, backend {keras.backend.backend()}"
@@ -52,4 +54,4 @@ def seed() -> int:
 @pytest.fixture(autouse=True)
 def _seed_everything(seed: int) -> None:
     # Seeds Python, NumPy and the backend, so each test is reproducible on its own.
-    keras.utils.set_random_seed(seed)
+    dreamer_backend.set_seed(seed)

@@ -74,7 +74,8 @@ def isolate_osmesa() -> None:
     if _OSMESA_LOADED or not hasattr(os, "RTLD_DEEPBIND"):
         return
     _OSMESA_LOADED = True
-    # Whatever the Keras backend: keras.utils.set_random_seed imports TensorFlow when it is installed.
+    # Whatever the Keras backend: TensorFlow loaded after OSMesa clashes with it, and anything in the
+    # process may import it later (keras.utils.set_random_seed does whenever it is installed).
     if os.environ.get("DREAMER_NO_TF") != "1" and importlib.util.find_spec("tensorflow") is not None:
         importlib.import_module("tensorflow")
     with contextlib.suppress(OSError):  # no libosmesa6: dm_control reports it when it renders

@@ -223,10 +223,11 @@ def seed_everything(seed: int) -> None:
     np.random.seed(seed % 2**32)
     if "keras" in sys.modules:
         # Only when the agent brought Keras in: the random agent must not pay for importing it.
+        from dreamer_tf import backend
         from dreamer_tf.run.console import framework_noise_filtered
 
-        with framework_noise_filtered():  # Keras seeds TensorFlow too when installed, importing it
-            sys.modules["keras"].utils.set_random_seed(seed)
+        with framework_noise_filtered():  # on TensorFlow, Keras seeds it too
+            backend.set_seed(seed)
 
 
 def _make_env(task: str, config: Config, seed: int) -> Any:
