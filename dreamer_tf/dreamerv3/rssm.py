@@ -99,11 +99,8 @@ class RSSM(keras.layers.Layer):
             if norm is not None:
                 x = norm(x)
             x = self.act(x)
-        x = ops.reshape(self.gru(x), (n, g, 3 * self.deter // g))
-        reset, cand, update = ops.split(x, 3, axis=-1)
-        reset = ops.reshape(reset, (n, self.deter))
-        cand = ops.reshape(cand, (n, self.deter))
-        update = ops.reshape(update, (n, self.deter))
+        # Each block's outputs are its [reset | candidate | update] gates.
+        reset, cand, update = self.gru(x, parts=3)
         reset = ops.sigmoid(reset)
         cand = ops.tanh(reset * cand)
         update = ops.sigmoid(update - 1.0)  # gate bias −1: keep the old state by default

@@ -68,7 +68,14 @@ class Linear(keras.layers.Layer):
 
 
 class BlockLinear(keras.layers.Layer):
-    """Block-diagonal linear map: ``blocks`` independent dense maps of width/blocks each."""
+    """Block-diagonal linear map: ``blocks`` independent dense maps of width/blocks each.
+
+    ``layer(x, parts=3)`` splits every block's outputs into ``parts`` equal groups and returns one
+    array per group (group j of every block, in block order): ``split(reshape(layer(x), (N, blocks,
+    -1)), 3, -1)`` flattened, as the GRU takes its gates. Each group is its own matmul, so it comes
+    out contiguous; XLA on the CPU does not vectorise the exp and tanh of gates sliced out of one
+    output (measured: 8 ms against under 2 ms for the GRU's gates at 1,024 × 512).
+    """
 
     def __init__(self, inputs: int, units: int, blocks: int, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -79,14 +86,24 @@ class BlockLinear(keras.layers.Layer):
         )
         self.bias = self.add_weight(shape=(units,), initializer="zeros", name="bias")
 
-    def call(self, x):
+    def call(self, x, parts: int = 1):
         assert x.shape[-1] == self.inputs, (self.name, x.shape, self.inputs)
+        assert self.units % (self.blocks * parts) == 0, (self.name, self.units, self.blocks, parts)
         x = ops.cast(x, self.compute_dtype)
         lead = x.shape[:-1]
-        x = ops.reshape(x, (-1, self.blocks, self.inputs // self.blocks))
-        x = ops.einsum("nki,kio->nko", x, ops.cast(self.kernel, self.compute_dtype))
-        x = ops.reshape(x, (*lead, self.units)) if None not in lead else ops.reshape(x, (-1, self.units))
-        return x + ops.cast(self.bias, self.compute_dtype)
+        # Blocks first and one batched matmul: the sums of einsum("nki,kio->nko"), which XLA on the
+        # CPU lowers to kernel-times-input with the batch as the output's minor axis.
+        x = ops.transpose(ops.reshape(x, (-1, self.blocks, self.inputs // self.blocks)), (1, 0, 2))
+        kernel = ops.cast(self.kernel, self.compute_dtype)
+        bias = ops.reshape(ops.cast(self.bias, self.compute_dtype), (self.blocks, 1, -1))
+        width = self.units // self.blocks // parts
+        shape = (*lead, self.units // parts) if None not in lead else (-1, self.units // parts)
+        outs = []
+        for j in range(parts):
+            cols = slice(j * width, (j + 1) * width)
+            y = ops.matmul(x, kernel[:, :, cols]) + bias[:, :, cols]
+            outs.append(ops.reshape(ops.transpose(y, (1, 0, 2)), shape))
+        return outs[0] if parts == 1 else outs
 
 
 class Conv2D(keras.layers.Layer):
