@@ -481,8 +481,10 @@ class JaxRunner:
         new_non_trainable = self._updated(scope, new_non_trainable)
         # A non-finite loss or gradient keeps the whole state as it was; selecting inside the
         # compiled step avoids a host round trip per update.
-        keep = lambda new, old: [jax.numpy.where(finite, n, o) for n, o in zip(new, old)]  # noqa: E731
-        state = (keep(new_trainable, trainable), keep(new_non_trainable, non_trainable), keep(new_opt, opt))
+        # One conditional on the whole state rather than a select per variable, which XLA compiles
+        # with its own copy of the chain of per-gradient checks (a quarter of the program's size).
+        new_state = (new_trainable, new_non_trainable, new_opt)
+        state = jax.lax.cond(finite, lambda: new_state, lambda: (trainable, non_trainable, opt))
         metrics = dict(metrics)
         metrics.update(
             {
