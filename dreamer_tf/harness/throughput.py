@@ -71,8 +71,19 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--peak-tflops", type=float, default=None, help="the device's peak, if not in the table"
     )
     parser.add_argument("--json", action="store_true", help="print one JSON line on stdout")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="JAX: trace 3 more updates into DIR and print where their time goes, by loop and by "
+        "layer (dreamer_tf/harness/profile.py)",
+    )
     args, overrides = parser.parse_known_args(argv)
     args.overrides = overrides
+    backend = args.backend or os.environ.get("KERAS_BACKEND", "tensorflow")
+    if args.profile is not None and backend != "jax":
+        parser.error(f"--profile reads XLA's trace and needs the JAX backend (--backend jax), not {backend}")
     if args.vector_only:
         args.workload = "vector"
     args.vector_only = args.workload == "vector"
@@ -103,6 +114,14 @@ def main(argv=None) -> dict:
     if args.backend:
         os.environ["KERAS_BACKEND"] = args.backend
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if args.profile is not None:
+        from dreamer_tf.harness import profile
+
+        args.profile.mkdir(parents=True, exist_ok=True)
+        # Read when JAX starts, so before anything imports it.
+        os.environ["XLA_FLAGS"] = (
+            f"{os.environ.get('XLA_FLAGS', '')} {profile.xla_flags(args.profile)}".strip()
+        )
 
     import numpy as np
 
@@ -197,6 +216,24 @@ def main(argv=None) -> dict:
         count += 1
     train_s, cpu_s = time.perf_counter() - start, time.process_time() - cpu
     assert np.isfinite(metrics["opt/loss"]), metrics
+    breakdown = None
+    if args.profile is not None:
+        import jax
+
+        from dreamer_tf.harness import profile
+
+        log(f"tracing 3 updates into {args.profile} ...")
+        jax.profiler.start_trace(str(args.profile / "trace"))
+        for i in range(3):
+            agent.train(batches[i % len(batches)])  # returns host values: the update has finished
+        jax.profiler.stop_trace()
+        steps = {
+            T: "observing the replayed sequences",
+            config.batch_length: "observing the replayed sequences",
+        }
+        steps[config.agent.imag_length] = "imagination"
+        breakdown = profile.breakdown(args.profile, 3, steps)
+        log(profile.format_breakdown(breakdown))
 
     n = args.envs
     obs = only_known(
@@ -239,6 +276,8 @@ def main(argv=None) -> dict:
         "workload": args.workload,
         "updates_timed": count,
     }
+    if breakdown is not None:
+        result["profile"] = breakdown
     if flops is not None:
         result.update(
             hardware_use(flops, count / train_s, result["device"], agent.precision, args.peak_tflops)

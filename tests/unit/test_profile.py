@@ -1,0 +1,93 @@
+"""The profile breakdown: own times from a trace, layers from XLA's op names, sums per loop and layer."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import pytest
+
+from dreamer_tf.harness import profile
+
+pytestmark = pytest.mark.backend_independent
+
+
+def write_trace(path, events):
+    meta = [
+        {"ph": "M", "name": "thread_name", "pid": 1, "tid": 7, "args": {"name": "tf_XLAEigen/1"}},
+        {"ph": "M", "name": "thread_name", "pid": 1, "tid": 8, "args": {"name": "python"}},
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with gzip.open(path, "wt") as file:
+        json.dump({"traceEvents": meta + events}, file)
+
+
+def event(name, ts, dur, tid=7):  # ts and dur in ms here, in us in the trace
+    return {"ph": "X", "pid": 1, "tid": tid, "name": name, "ts": 1000 * ts, "dur": 1000 * dur}
+
+
+HLO = """
+ENTRY %main {
+  %while.5 = (s32[]) while(%tuple), condition=%cond, body=%body, metadata={op_name="jit(_train_step)/jvp()/while"}
+  %dot.1 = f32[8,64]{1,0} dot(%a, %b), metadata={op_name="jit(_train_step)/jvp()/while/body/closed_call/dyngru/dot_general"}
+  %fusion.2 = f32[64,255]{1,0} fusion(%c), kind=kLoop, metadata={op_name="jit(_train_step)/transpose(jvp(val))/logits/transpose"}
+  %add.3 = f32[] add(%d, %e), metadata={op_name="jit(_train_step)/jvp()/add"}
+}
+"""
+
+
+def test_breakdown_sums_own_times_per_loop_and_layer(tmp_path):
+    # Two updates: a loop (100 ms) running its body op 3 times (20 ms each), a critic backward op
+    # (50 ms) and a bare add (10 ms); a python-thread event and the executor's own span are ignored.
+    events = []
+    for start in (0, 1000):
+        events.append(event("ThunkExecutor::Execute", start, 900))
+        events.append(event("while.5", start, 100))
+        events += [event("dot.1", start + 10 + 25 * i, 20) for i in range(3)]
+        events.append(event("fusion.2", start + 200, 50))
+        events.append(event("add.3", start + 300, 10))
+        events.append(event("dot.1", start + 400, 999, tid=8))
+    write_trace(tmp_path / "trace/plugins/profile/run/host.trace.json.gz", events)
+    (tmp_path / "hlo").mkdir()
+    (tmp_path / "hlo/module_1.jit__train_step.cpu_after_optimizations.txt").write_text(HLO)
+
+    result = profile.breakdown(tmp_path, updates=2, loops={3: "imagination"})
+
+    assert result["ms_per_update"] == pytest.approx(160)  # 100 (40 loop + 60 body) + 50 + 10
+    loops = {row["part"]: row["ms"] for row in result["by_loop"]}
+    assert loops == {"outside loops": 100, "a loop of 3 steps: imagination": 60}
+    layers = {row["part"]: row["ms"] for row in result["by_layer"]}
+    assert layers == {
+        "dyngru": 60,
+        "val, backward": 50,
+        "other": 50,  # the loop's own 40 and the add's 10
+    }
+    assert "imagination" in profile.format_breakdown(result)
+
+
+@pytest.mark.parametrize(
+    "op_name, layer",
+    [
+        ("transpose(jvp(pol_action))/mlp/dense0/linear/transpose", "pol_action, backward"),
+        ("jvp(jit(_uniform))/add", "_uniform"),
+        ("jvp()/while/body/closed_call/dynhid0/dot_general", "dynhid0"),
+        ("jvp()/reduce_sum", "other"),
+        ("laprop/div", "other"),
+    ],
+)
+def test_layer_names_come_from_the_op_name_scopes(op_name, layer):
+    assert profile.layer_of(op_name) == layer
+
+
+def test_a_missing_trace_is_named(tmp_path):
+    with pytest.raises(RuntimeError, match="no trace or no HLO dump"):
+        profile.breakdown(tmp_path, updates=1)
+
+
+def test_profile_on_tensorflow_is_a_usage_error(capsys):
+    from dreamer_tf.harness import throughput
+
+    with pytest.raises(SystemExit) as exit_info:
+        throughput.parse_args(["--backend", "tensorflow", "--profile", "/tmp/unused"])
+    assert exit_info.value.code == 2
+    assert "--profile reads XLA's trace and needs the JAX backend" in capsys.readouterr().err
