@@ -17,6 +17,7 @@ state and the model's other state (normalisers, slow critic) stay as they were, 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 from typing import Any
@@ -55,6 +56,18 @@ def set_seed(seed: int) -> None:
             np.random.seed(seed)
             return
     keras.utils.set_random_seed(seed)
+
+
+@contextlib.contextmanager
+def jax_trace(directory: str):
+    """``jax.profiler``'s trace of what runs inside the block, written under ``directory`` (JAX only)."""
+    import jax
+
+    jax.profiler.start_trace(directory)
+    try:
+        yield
+    finally:
+        jax.profiler.stop_trace()
 
 
 def has_gpu() -> bool:

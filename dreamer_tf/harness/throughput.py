@@ -218,15 +218,12 @@ def main(argv=None) -> dict:
     assert np.isfinite(metrics["opt/loss"]), metrics
     breakdown = None
     if args.profile is not None:
-        import jax
-
         from dreamer_tf.harness import profile
 
         log(f"tracing 3 updates into {args.profile} ...")
-        jax.profiler.start_trace(str(args.profile / "trace"))
-        for i in range(3):
-            agent.train(batches[i % len(batches)])  # returns host values: the update has finished
-        jax.profiler.stop_trace()
+        with backend.jax_trace(str(args.profile / "trace")):
+            for i in range(3):
+                agent.train(batches[i % len(batches)])  # returns host values: the update has finished
         steps = {
             T: "observing the replayed sequences",
             config.batch_length: "observing the replayed sequences",

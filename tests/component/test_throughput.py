@@ -32,3 +32,33 @@ def test_achieved_rate_and_the_known_peaks():
     assert gpu["utilisation"] == pytest.approx(200 / 989)
     given = hardware_use(1e12, 1.0, "cpu", "float32", 2.0)
     assert given["utilisation"] == 0.5
+
+
+def test_the_profile_of_a_jax_update_names_its_loops_and_layers(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    command = [
+        sys.executable,
+        "-m",
+        "dreamer_tf.harness.throughput",
+        "--backend",
+        "jax",
+        "--configs",
+        "debug",
+    ]
+    command += ["--workload", "dmc_proprio", "--updates", "1", "--policy-steps", "1", "--no-flops", "--json"]
+    command += ["--profile", str(tmp_path)]
+    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    profile = json.loads(done.stdout.strip().splitlines()[-1])["profile"]
+    assert profile["ms_per_update"] > 0
+    loops = {row["part"]: row["ms"] for row in profile["by_loop"]}
+    assert loops["a loop of 15 steps: imagination"] > 0  # the debug preset's imag_length
+    layers = {row["part"] for row in profile["by_layer"]}
+    assert any(name.startswith("dyn") for name in layers), sorted(layers)  # the GRU's layers
+    # Rows under 0.05 ms are left out of the lists.
+    assert sum(row["share"] for row in profile["by_loop"]) == pytest.approx(1, abs=0.03)
