@@ -118,9 +118,10 @@ def main(argv=None) -> dict:
         from dreamer_tf.harness import profile
 
         args.profile.mkdir(parents=True, exist_ok=True)
-        # Read when JAX starts, so before anything imports it.
+        # Read when JAX starts, so before anything imports it; first, because XLA ignores what
+        # follows a word without "--" (as in the common "... intra_op_parallelism_threads=1").
         os.environ["XLA_FLAGS"] = (
-            f"{os.environ.get('XLA_FLAGS', '')} {profile.xla_flags(args.profile)}".strip()
+            f"{profile.xla_flags(args.profile)} {os.environ.get('XLA_FLAGS', '')}".strip()
         )
 
     import numpy as np
