@@ -40,16 +40,19 @@ def test_the_profile_of_a_jax_update_names_its_loops_and_layers(tmp_path):
     import subprocess
     import sys
 
+    module = "dreamer_tf.harness.throughput"
     command = [
         sys.executable,
         "-m",
-        "dreamer_tf.harness.throughput",
+        module,
         "--backend",
         "jax",
         "--configs",
         "debug",
+        "--workload",
+        "dmc_proprio",
     ]
-    command += ["--workload", "dmc_proprio", "--updates", "1", "--policy-steps", "1", "--no-flops", "--json"]
+    command += ["--updates", "1", "--policy-steps", "1", "--no-flops", "--json"]
     command += ["--profile", str(tmp_path)]
     env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600, check=False)
