@@ -84,6 +84,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     backend = args.backend or os.environ.get("KERAS_BACKEND", "tensorflow")
     if args.profile is not None and backend != "jax":
         parser.error(f"--profile reads XLA's trace and needs the JAX backend (--backend jax), not {backend}")
+    if args.profile is not None:
+        # A new or empty folder: the breakdown reads the trace and program dump found there.
+        if args.profile.exists() and (not args.profile.is_dir() or any(args.profile.iterdir())):
+            parser.error(f"--profile {args.profile}: give a new or empty folder")
+        try:
+            args.profile.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            parser.error(f"--profile {args.profile}: cannot create it ({error.strerror or error})")
     if args.vector_only:
         args.workload = "vector"
     args.vector_only = args.workload == "vector"
@@ -117,7 +125,6 @@ def main(argv=None) -> dict:
     if args.profile is not None:
         from dreamer_tf.harness import profile
 
-        args.profile.mkdir(parents=True, exist_ok=True)
         # Read when JAX starts, so before anything imports it; first, because XLA ignores what
         # follows a word without "--" (as in the common "... intra_op_parallelism_threads=1").
         os.environ["XLA_FLAGS"] = (

@@ -91,3 +91,18 @@ def test_profile_on_tensorflow_is_a_usage_error(capsys):
         throughput.parse_args(["--backend", "tensorflow", "--profile", "/tmp/unused"])
     assert exit_info.value.code == 2
     assert "--profile reads XLA's trace and needs the JAX backend" in capsys.readouterr().err
+
+
+def test_profile_wants_a_new_or_empty_folder(tmp_path, capsys):
+    from dreamer_tf.harness import throughput
+
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "trace").mkdir()  # a former profile: its dump would be read again
+    (tmp_path / "file").write_text("")
+    for folder in ("old", "file"):
+        with pytest.raises(SystemExit) as exit_info:
+            throughput.parse_args(["--backend", "jax", "--profile", str(tmp_path / folder)])
+        assert exit_info.value.code == 2
+        assert "give a new or empty folder" in capsys.readouterr().err
+    args = throughput.parse_args(["--backend", "jax", "--profile", str(tmp_path / "new" / "p")])
+    assert args.profile.is_dir()
