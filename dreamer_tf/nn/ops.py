@@ -97,13 +97,25 @@ def lambda_return(last, term, rew, val, boot, disc: float, lam: float):
     live = (1.0 - ops.cast(term, "float32"))[:, 1:] * disc
     cont = (1.0 - ops.cast(last, "float32"))[:, 1:] * lam
     interm = rew[:, 1:] + (1.0 - cont) * live * boot[:, 1:]
-    # Scan backwards over time; T is small (16 in imagination, 64 in replay), so unrolling is cheap.
-    ret = boot[:, -1]
-    rets = []
-    for t in reversed(range(live.shape[1])):
-        ret = interm[:, t] + live[:, t] * cont[:, t] * ret
-        rets.append(ret)
-    return ops.stack(rets[::-1], 1)
+    decay = live * cont
+    if keras.backend.backend() != "jax":
+        # A Python loop: TensorFlow's graph runs it as it stands.
+        ret, rets = boot[:, -1], []
+        for t in reversed(range(live.shape[1])):
+            ret = interm[:, t] + decay[:, t] * ret
+            rets.append(ret)
+        return ops.stack(rets[::-1], 1)
+
+    # On JAX, a scan: from a Python loop XLA fused each step together with the chain of all later
+    # steps, a program quadratic in T (2,400 slices for the 63 replayed steps, 120 MB more memory).
+    def step(ret, inputs):
+        interm_t, decay_t = inputs
+        ret = interm_t + decay_t * ret
+        return ret, ret
+
+    backwards = lambda x: ops.flip(ops.transpose(x), 0)  # noqa: E731  (T, N), last step first
+    _, rets = scan(step, boot[:, -1], (backwards(interm), backwards(decay)))
+    return ops.transpose(ops.flip(rets, 0))
 
 
 _UNROLL: contextvars.ContextVar[bool] = contextvars.ContextVar("dreamer_tf_unroll", default=False)
