@@ -162,7 +162,8 @@ class ActorCritic(keras.layers.Layer):
         cfg = self.config
         il = cfg.imag_loss
         voffset, vscale = self.valnorm.stats()
-        val = self.value(feat).pred() * vscale + voffset
+        value_dist = self.value(feat)  # one critic pass for the values and the loss
+        val = value_dist.pred() * vscale + voffset
         slow_dist = self.slow_value(feat)
         slowval = slow_dist.pred() * vscale + voffset
         tarval = slowval if il.slowtar else val
@@ -195,7 +196,6 @@ class ActorCritic(keras.layers.Layer):
         dops.record("valnorm/stats", (voffset, vscale))
         target = (ret - voffset) / vscale
         target = ops.concatenate([target, ops.zeros_like(target[:, -1:])], 1)
-        value_dist = self.value(feat)
         value_loss = value_dist.loss(sg(target)) + il.slowreg * value_dist.loss(sg(slow_dist.pred()))
         losses["value"] = sg(weight[:, :-1]) * value_loss[:, :-1]
 
@@ -222,7 +222,8 @@ class ActorCritic(keras.layers.Layer):
         cfg = self.config
         rl = cfg.repl_loss
         voffset, vscale = self.valnorm.stats()
-        val = self.value(feat).pred() * vscale + voffset
+        value_dist = self.value(feat)  # one critic pass for the values and the loss
+        val = value_dist.pred() * vscale + voffset
         slow_dist = self.slow_value(feat)
         slowval = slow_dist.pred() * vscale + voffset
         tarval = slowval if rl.slowtar else val
@@ -234,7 +235,6 @@ class ActorCritic(keras.layers.Layer):
         voffset, vscale = self.valnorm(ret, training)
         target = (ret - voffset) / vscale
         target = ops.concatenate([target, ops.zeros_like(target[:, -1:])], 1)
-        value_dist = self.value(feat)
         loss = value_dist.loss(sg(target)) + rl.slowreg * value_dist.loss(sg(slow_dist.pred()))
         return {"repval": weight[:, :-1] * loss[:, :-1]}
 
