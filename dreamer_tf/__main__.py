@@ -2,7 +2,7 @@
 
 import sys
 
-from dreamer_tf.run.train import main
+from dreamer_tf.run.train import cli
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli())
