@@ -70,12 +70,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--ours-flags", default="", help="config overrides for ours, e.g. '--compile.unroll true'"
     )
-    parser.add_argument(
-        "--official-hugepages",
-        action="store_true",
-        help="give the official code glibc's huge-page tunable as well (ours sets it for itself where "
-        "the machine offers huge pages: dreamer_tf/run/hugepages.py)",
-    )
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds per process")
     parser.add_argument("--json", default=None, help="write every measurement here")
     args = parser.parse_args(argv)
@@ -102,17 +96,6 @@ def thread_env(whole_machine: bool) -> dict[str, str]:
     }
 
 
-def official_tunables(env: dict[str, str], hugepages: bool) -> dict[str, str]:
-    """``GLIBC_TUNABLES`` for the official side: the caller's without any huge-page setting, plus ours
-    when asked, so that an inherited setting never changes the official measurement unseen."""
-    from dreamer_tf.run.hugepages import TUNABLE
-
-    kept = [
-        t for t in env.get("GLIBC_TUNABLES", "").split(":") if t and not t.startswith("glibc.malloc.hugetlb")
-    ]
-    return {"GLIBC_TUNABLES": ":".join([*kept, TUNABLE] if hugepages else kept)}
-
-
 def command(
     side: str, workload: str, preset: str, updates: int, precision: str, args: argparse.Namespace
 ) -> tuple[list[str], dict[str, str]]:
@@ -124,7 +107,6 @@ def command(
                 "--workload", workload, "--updates", str(updates), "--precision", precision,
                 "--platform", "cuda" if gpu_names() else "cpu"]  # fmt: skip
         env["PYTHONPATH"] = str(Path(args.official).resolve())
-        env.update(official_tunables(env, args.official_hugepages))
         if not gpu_names():
             env["JAX_PLATFORMS"] = "cpu"
     else:
@@ -256,7 +238,6 @@ def main(argv: list[str] | None = None) -> int:
         "ours": git_commit(ROOT),
         "official": git_commit(Path(args.official)),
         "load_at_start": os.getloadavg()[0],
-        "official_hugepages": args.official_hugepages,
         "python": platform.python_version(),
         "command": "python benchmarks/vs_official.py " + " ".join(argv if argv is not None else sys.argv[1:]),
     }
@@ -283,9 +264,8 @@ def main(argv: list[str] | None = None) -> int:
                     Path(args.json).write_text(json.dumps({**header, "results": results}, indent=1))
     rows = summarise(results)
     print(f"Machine: {machine}; {threads}; {precision}; load {header['load_at_start']:.2f} at the start. "
-          f"Ours {header['ours']}, official {header['official']}"
-          f"{' (with the huge-page tunable)' if args.official_hugepages else ''}. Medians of {args.reps} "
-          "interleaved processes (each one in brackets).\n")  # fmt: skip
+          f"Ours {header['ours']}, official {header['official']}. Medians of {args.reps} interleaved "
+          "processes (each one in brackets).\n")  # fmt: skip
     print(markdown(rows, cpu_rate=not gpu))
     if args.json:
         Path(args.json).write_text(json.dumps({**header, "results": results, "rows": rows}, indent=1))

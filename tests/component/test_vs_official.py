@@ -43,21 +43,6 @@ def test_every_process_is_pinned_to_one_core_and_one_thread(tmp_path):
     assert line[0] != "taskset" and "XLA_FLAGS" not in vs_official.thread_env(True)
 
 
-def test_the_official_side_gets_the_huge_page_tunable_only_when_asked(tmp_path, monkeypatch):
-    # An inherited setting (say, from a shell that ran ours) must not change the official side unseen.
-    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.tcache_count=0:glibc.malloc.hugetlb=1")
-    base = ["--official", str(tmp_path / "src"), "--venv", str(tmp_path / "venv")]
-    _, env = vs_official.command(
-        "official", "dmc_proprio", "size1m", 12, "float32", vs_official.parse_args(base)
-    )
-    assert env["GLIBC_TUNABLES"] == "glibc.malloc.tcache_count=0"
-    args = vs_official.parse_args([*base, "--official-hugepages"])
-    _, env = vs_official.command("official", "dmc_proprio", "size1m", 12, "float32", args)
-    assert env["GLIBC_TUNABLES"] == "glibc.malloc.tcache_count=0:glibc.malloc.hugetlb=1"
-    _, ours = vs_official.command("jax", "dmc_proprio", "size1m", 12, "float32", args)
-    assert ours["GLIBC_TUNABLES"] == "glibc.malloc.tcache_count=0:glibc.malloc.hugetlb=1"  # ours: its own
-
-
 def test_the_table_gives_medians_and_the_ratio_to_the_official():
     def result(side, rate, cpu_rate, startup, rss, rep):
         return {"workload": "dummy", "preset": "size1m", "side": side, "rep": rep, "updates_per_s": rate,
