@@ -2,7 +2,7 @@
 
 import sys
 
-from dreamer_tf.run.train import cli
+from dreamer_tf.run.train import main
 
 if __name__ == "__main__":
-    sys.exit(cli())
+    sys.exit(main())

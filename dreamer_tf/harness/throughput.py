@@ -343,13 +343,7 @@ def hardware_use(flops: float, updates_per_s: float, device: str, precision: str
 
 
 def cli(argv: list[str] | None = None) -> int:
-    """The console entry point: ``main`` prints its result; the exit status is 0. Starts the process
-    again with huge pages, as training does (``dreamer_tf/run/hugepages.py``), so that the rates are
-    a training process's."""
-    if argv is None:
-        from dreamer_tf.run import hugepages
-
-        hugepages.enable()
+    """The console entry point: ``main`` prints its result; the exit status is 0."""
     main(argv)
     return 0
 

@@ -395,14 +395,5 @@ def _train(config: Config, logdir: Path, agent_class: Any, resuming: bool) -> in
     return 0
 
 
-def cli() -> int:
-    """The command line (``python -m dreamer_tf``, ``dreamer-tf``): ``main`` in a process started
-    with huge pages for the train step's buffers where the machine offers them (``run/hugepages.py``)."""
-    from dreamer_tf.run import hugepages
-
-    hugepages.enable()
-    return main()
-
-
 if __name__ == "__main__":
-    sys.exit(cli())
+    sys.exit(main())
