@@ -138,6 +138,7 @@ def main(argv=None) -> dict:
     from dreamer_tf.dreamerv3.agent import Agent
     from dreamer_tf.spaces import Space
 
+    backend.prepare_process()
     overrides = list(args.overrides)
     if args.precision:
         overrides += ["--compile.precision", args.precision]

@@ -369,6 +369,10 @@ def _train(config: Config, logdir: Path, agent_class: Any, resuming: bool) -> in
     if resuming:
         print("Found a checkpoint: resuming.", file=sys.stderr)
     seed_everything(config.seed)
+    if "keras" in sys.modules:  # the random agent runs without Keras
+        from dreamer_tf import backend
+
+        backend.prepare_process()
 
     def make_agent(obs_space: dict, act_space: dict, config: Config) -> Any:
         return agent_class(obs_space, act_space, config)

@@ -516,3 +516,27 @@ def test_actor_learning_rate_multiplier_reaches_only_the_policy():
     assert len(agent.optimizer._mult) == len(variables)
     for var, mult in zip(variables, agent.optimizer._mult):
         assert mult == (0.25 if id(var) in actor else 1.0), (var.path, mult)
+
+
+@pytest.mark.skipif(keras.backend.backend() != "jax", reason="the ahead-of-time compiled step is JAX's")
+def test_the_jax_train_step_compiles_once_per_batch_shape_and_matches_jit(vector_agents):
+    agent = vector_agents[2]
+    runner = agent.runner
+    state = agent.save()
+    batch = make_batch(agent, seed=11)
+    compiled = dict(runner._compiled)
+    reference, _ = agent.train(batch)
+    agent.train(batch)
+    assert len(runner._compiled) == max(1, len(compiled))  # the same shapes: no second compile
+    # jax.jit's own path on the same state gives the same numbers as the compiled step.
+    agent.load(state)
+    data = agent.train_inputs(batch)
+    runner.state, (metrics, _) = runner._train(runner.state, data)
+    for key, value in reference.items():
+        if key != "opt/updates":
+            assert float(metrics[key]) == value, key
+    # Another batch length is another program.
+    shorter = {k: v[:, :-1] for k, v in batch.items()}
+    agent.train(shorter)
+    assert len(runner._compiled) == max(1, len(compiled)) + 1
+    agent.load(state)

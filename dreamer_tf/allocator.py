@@ -1,0 +1,71 @@
+"""Settings of the C allocator (glibc's malloc) for a training process.
+
+XLA on the CPU allocates the temporary buffer of a compiled step (hundreds of MB) on every call
+and frees it when the call returns. glibc serves an allocation that large with a fresh ``mmap``
+and unmaps it on ``free``, so each update touches its buffer's pages anew: at size1m on
+``dmc_proprio`` about 95,000 page faults per update, a fifth of a JAX update's CPU time spent
+in the kernel zeroing pages. :func:`keep_freed_memory` makes glibc serve every allocation from
+one heap and keep what is freed, so the next update reuses the same, already mapped pages.
+:func:`release_free_memory` hands freed pages back once, after the step is compiled: XLA's
+compiler frees about a gigabyte that would otherwise stay resident.
+
+Elsewhere than Linux with glibc (macOS, musl) both are no-ops.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import sys
+
+# mallopt(3) parameters (malloc.h).
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_MAX = -4
+_M_ARENA_MAX = -8
+
+_done = False
+
+
+def _glibc():
+    """The process's C library when it is glibc (it has ``mallopt`` and ``malloc_trim``), else None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None)
+        libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+        libc.malloc_trim.argtypes = [ctypes.c_size_t]
+        return libc
+    except (OSError, AttributeError):
+        return None
+
+
+def keep_freed_memory() -> bool:
+    """Serve every allocation from one arena without ``mmap`` and never shrink it on ``free``.
+
+    Call it at the start of a process, before its threads allocate: a thread that already has an
+    arena of its own keeps it. Returns whether the settings took (False off glibc).
+
+    The cost is memory: the heap keeps every page any of the step's buffers touched, where
+    unmapped buffers only count while they live (size1m with 64×64 images: a peak of 4.7 GB
+    against 3.1 GB; on vectors the compiler's peak stays the larger, so nothing changes).
+    """
+    global _done
+    libc = _glibc()
+    if libc is None:
+        return False
+    if not _done:
+        # One arena: a thread arena is at most 64 MB, so a larger buffer allocated from a worker
+        # thread would be mapped afresh whatever the other settings say.
+        ok = libc.mallopt(_M_ARENA_MAX, 1) == 1
+        ok &= libc.mallopt(_M_MMAP_MAX, 0) == 1
+        # glibc takes the threshold as a size_t: -1 is the largest, so the heap's top is never
+        # returned by free() itself (release_free_memory() still does it when asked).
+        ok &= libc.mallopt(_M_TRIM_THRESHOLD, -1) == 1
+        _done = bool(ok)
+    return _done
+
+
+def release_free_memory() -> None:
+    """Return the heap's free pages to the system (``malloc_trim(0)``), for after compiling."""
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)

@@ -1,0 +1,68 @@
+"""glibc's allocator settings for JAX training processes (dreamer_tf.allocator)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from dreamer_tf import allocator, backend
+
+glibc = pytest.mark.skipif(allocator._glibc() is None, reason="the settings exist on Linux with glibc only")
+
+# Allocates and frees 256 MB the way XLA's CPU runtime does with a step's buffer, printing the
+# process's resident MB before, after freeing and after release_free_memory() (argv: keep or not).
+SCRIPT = """
+import ctypes, sys
+from dreamer_tf import allocator
+
+def rss():
+    with open("/proc/self/status") as f:
+        return int(f.read().split("VmRSS:")[1].split()[0]) // 1024
+
+if sys.argv[1] == "keep":
+    print("took", allocator.keep_freed_memory())
+libc = ctypes.CDLL(None)
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
+size = 256 << 20
+before = rss()
+block = libc.malloc(size)
+ctypes.memset(block, 1, size)
+libc.free(block)
+freed = rss()
+allocator.release_free_memory()
+print("mb", before, freed, rss())
+"""
+
+
+def run(mode: str) -> tuple[str, list[int]]:
+    out = subprocess.run(
+        [sys.executable, "-c", SCRIPT, mode], capture_output=True, text=True, check=True
+    ).stdout
+    return out, [int(x) for x in out.split("mb")[1].split()]
+
+
+@glibc
+def test_freed_memory_is_kept_for_reuse_and_released_when_asked():
+    out, (before, freed, released) = run("keep")
+    assert "took True" in out
+    assert freed - before > 200, (before, freed)  # kept mapped: the next buffer faults nothing
+    assert released - before < 50, (before, released)
+
+
+@glibc
+def test_without_the_settings_a_large_block_is_unmapped_on_free():
+    _, (before, freed, _) = run("default")
+    assert freed - before < 50, (before, freed)
+
+
+def test_only_jax_processes_change_the_allocator(monkeypatch):
+    calls = []
+    monkeypatch.setattr(allocator, "keep_freed_memory", lambda: calls.append(1))
+    for name, expected in (("tensorflow", 0), ("jax", 1)):
+        monkeypatch.setattr(backend, "backend", lambda name=name: name)
+        calls.clear()
+        backend.prepare_process()
+        assert len(calls) == expected, name
