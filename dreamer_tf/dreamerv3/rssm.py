@@ -90,12 +90,9 @@ class RSSM(keras.layers.Layer):
         # Keep large continuous actions from dominating the input (official: a / max(1, |a|)).
         action = action / sg(ops.maximum(1.0, ops.abs(action)))
         x = ops.concatenate([self.dynin0(deter), self.dynin1(stoch), self.dynin2(action)], -1)
-        g = self.blocks
-        x = ops.repeat(x[:, None, :], g, axis=1)  # (N, g, 3·hidden)
-        x = ops.concatenate([ops.reshape(ops.cast(deter, x.dtype), (n, g, self.deter // g)), x], -1)
-        x = ops.reshape(x, (n, g * x.shape[-1]))  # a static width: n is -1 for an unknown batch size
-        for layer, norm in zip(self.dynhid, self.dynhid_norm):
-            x = layer(x)
+        for i, (layer, norm) in enumerate(zip(self.dynhid, self.dynhid_norm)):
+            # The first layer's block k sees deter's slice k and all of x.
+            x = layer.with_shared(deter, x) if i == 0 else layer(x)
             if norm is not None:
                 x = norm(x)
             x = self.act(x)

@@ -105,6 +105,30 @@ class BlockLinear(keras.layers.Layer):
             outs.append(ops.reshape(ops.transpose(y, (1, 0, 2)), shape))
         return outs[0] if parts == 1 else outs
 
+    def with_shared(self, own, shared):
+        """The layer on inputs whose block k is ``[own's slice k | shared]``, without building them.
+
+        ``own`` (N, blocks·d) is split across the blocks, ``shared`` (N, s) goes to every block
+        whole. On JAX the shared part is one dense matmul against the blocks' shared rows side by
+        side: the same sums as the layer on the built inputs, grouped in two partial sums, without
+        the input repeated ``blocks`` times and the transposes around it (XLA on the CPU: 8% less
+        time per size1m update). TensorFlow's kernels run the built inputs faster (by 9%).
+        """
+        g = self.blocks
+        d = own.shape[-1] // g
+        assert d + shared.shape[-1] == self.inputs // g, (self.name, own.shape, shared.shape, self.inputs)
+        own, shared = ops.cast(own, self.compute_dtype), ops.cast(shared, self.compute_dtype)
+        if keras.backend.backend() != "jax":
+            n = own.shape[0] if own.shape[0] is not None else -1
+            x = ops.repeat(shared[:, None, :], g, axis=1)  # (N, g, s)
+            x = ops.concatenate([ops.reshape(own, (n, g, d)), x], -1)
+            return self(ops.reshape(x, (n, g * x.shape[-1])))  # static width: n may be unknown
+        kernel = ops.cast(self.kernel, self.compute_dtype)  # (g, d + s, units/g)
+        blockwise = ops.matmul(ops.transpose(ops.reshape(own, (-1, g, d)), (1, 0, 2)), kernel[:, :d])
+        blockwise = ops.reshape(ops.transpose(blockwise, (1, 0, 2)), (-1, self.units))
+        rows = ops.reshape(ops.transpose(kernel[:, d:], (1, 0, 2)), (shared.shape[-1], self.units))
+        return blockwise + ops.matmul(shared, rows) + ops.cast(self.bias, self.compute_dtype)
+
 
 class Conv2D(keras.layers.Layer):
     def __init__(self, inputs: int, depth: int, kernel: int, outscale: float = 1.0, **kwargs) -> None:

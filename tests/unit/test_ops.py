@@ -209,3 +209,39 @@ def test_masked_mean():
     x = np.array([1.0, 2.0, 3.0, 4.0], np.float32)
     assert float(to_numpy(dops.masked_mean(x, np.array([1, 0, 1, 0])))) == pytest.approx(2.0)
     assert float(to_numpy(dops.masked_mean(x, np.zeros(4)))) == 0.0
+
+
+@pytest.mark.parametrize("parts", [1, 3])
+def test_block_linear_matches_a_dense_map_per_block(parts):
+    from dreamer_tf.nn.nets import BlockLinear
+
+    rng = np.random.default_rng(0)
+    layer = BlockLinear(12, 6 * parts, 3)
+    x = rng.normal(size=(5, 12)).astype(np.float32)
+    layer.build((5, 12))
+    layer.bias.assign(rng.normal(size=layer.bias.shape).astype(np.float32))
+    kernel, bias = np.asarray(layer.kernel), np.asarray(layer.bias)
+    # Block k maps x's slice k with kernel[k]; its outputs are [group 0 | ... | group parts-1].
+    full = np.concatenate([x[:, 4 * k : 4 * k + 4] @ kernel[k] for k in range(3)], -1) + bias
+    groups = full.reshape(5, 3, parts, -1)
+    out = layer(x, parts=parts) if parts > 1 else [layer(x)]
+    for j, got in enumerate(out):
+        np.testing.assert_allclose(np.asarray(got), groups[:, :, j].reshape(5, -1), rtol=1e-5, atol=1e-5)
+
+
+def test_block_linear_with_shared_inputs_equals_the_layer_on_the_built_inputs():
+    from dreamer_tf.nn.nets import BlockLinear
+
+    rng = np.random.default_rng(1)
+    blocks, own_width, shared_width = 4, 3, 5
+    layer = BlockLinear(blocks * (own_width + shared_width), 8, blocks)
+    layer.build((None, blocks * (own_width + shared_width)))
+    layer.bias.assign(rng.normal(size=layer.bias.shape).astype(np.float32))
+    own = rng.normal(size=(6, blocks * own_width)).astype(np.float32)
+    shared = rng.normal(size=(6, shared_width)).astype(np.float32)
+    built = np.concatenate(
+        [np.concatenate([own[:, own_width * k : own_width * (k + 1)], shared], -1) for k in range(blocks)], -1
+    )
+    np.testing.assert_allclose(
+        np.asarray(layer.with_shared(own, shared)), np.asarray(layer(built)), rtol=1e-5, atol=1e-5
+    )
