@@ -365,14 +365,14 @@ def _train(config: Config, logdir: Path, agent_class: Any, resuming: bool) -> in
     from dreamer_tf.run import loop
     from dreamer_tf.run.checkpoint import CheckpointError
 
+    if "keras" in sys.modules:  # the random agent runs without Keras
+        from dreamer_tf import backend
+
+        backend.prepare_process()  # first: describe() below starts JAX and its threads
     print(describe(config), file=sys.stderr)
     if resuming:
         print("Found a checkpoint: resuming.", file=sys.stderr)
     seed_everything(config.seed)
-    if "keras" in sys.modules:  # the random agent runs without Keras
-        from dreamer_tf import backend
-
-        backend.prepare_process()
 
     def make_agent(obs_space: dict, act_space: dict, config: Config) -> Any:
         return agent_class(obs_space, act_space, config)

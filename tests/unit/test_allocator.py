@@ -66,3 +66,19 @@ def test_only_jax_processes_change_the_allocator(monkeypatch):
         calls.clear()
         backend.prepare_process()
         assert len(calls) == expected, name
+
+
+def test_the_train_command_sets_the_allocator_before_it_starts_the_backend(tmp_path, monkeypatch):
+    # describe() asks JAX for its devices, which starts its threads; a thread that has allocated
+    # keeps its own arena, so the settings must come first.
+    from dreamer_tf.config import load_config
+    from dreamer_tf.run import loop, train
+
+    calls = []
+    monkeypatch.setattr(backend, "prepare_process", lambda: calls.append("prepare"))
+    monkeypatch.setattr(train, "describe", lambda config: calls.append("describe") or "")
+    monkeypatch.setattr(loop, "train", lambda *args: calls.append("train") or "done")
+    monkeypatch.setitem(sys.modules, "keras", sys.modules.get("keras") or object())
+    config = load_config(["debug"], ["--task", "dummy_disc", "--logdir", str(tmp_path)])
+    assert train._train(config, tmp_path, object, resuming=False) == 0
+    assert calls == ["prepare", "describe", "train"]
