@@ -92,7 +92,7 @@ class RSSM(keras.layers.Layer):
         x = ops.concatenate([self.dynin0(deter), self.dynin1(stoch), self.dynin2(action)], -1)
         for i, (layer, norm) in enumerate(zip(self.dynhid, self.dynhid_norm)):
             # The first layer's block k sees deter's slice k and all of x.
-            x = layer.with_shared(deter, x) if i == 0 else layer(x)
+            x = layer(deter, shared=x) if i == 0 else layer(x)
             if norm is not None:
                 x = norm(x)
             x = self.act(x)
