@@ -44,9 +44,8 @@ def keep_freed_memory() -> bool:
     Call it at the start of a process, before its threads allocate: a thread that already has an
     arena of its own keeps it. Returns whether the settings took (False off glibc).
 
-    The cost is memory: the heap keeps every page any of the step's buffers touched, where
-    unmapped buffers only count while they live (size1m with 64×64 images: a peak of 4.7 GB
-    against 3.1 GB; on vectors the compiler's peak stays the larger, so nothing changes).
+    The cost is memory where a step has many large buffers (images): the heap keeps every page any
+    of them touched, where unmapped buffers only count while they live (docs/performance.md).
     """
     global _done
     libc = _glibc()

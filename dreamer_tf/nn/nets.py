@@ -155,7 +155,7 @@ class Conv2D(keras.layers.Layer):
         self.bias = self.add_weight(shape=(depth,), initializer="zeros", name="bias")
 
     def call(self, x, upsampled: bool = False):
-        """A "same" convolution of ``x``; with ``upsampled``, of ``upsample(x)`` (:meth:`_upsampled`)."""
+        """A "same" convolution of ``x``; with ``upsampled``, of ``x`` upsampled 2× (:meth:`_upsampled`)."""
         if upsampled:
             return self._upsampled(x)
         assert x.shape[-1] == self.inputs, (self.name, x.shape, self.inputs)
@@ -164,7 +164,8 @@ class Conv2D(keras.layers.Layer):
         return x + ops.cast(self.bias, self.compute_dtype)
 
     def _upsampled(self, x):
-        """``layer(upsample(x))``, computed on ``x`` at its own resolution (sub-pixel convolution).
+        """The layer on ``x`` upsampled 2× by nearest neighbour, computed on ``x`` at its own
+        resolution (sub-pixel convolution).
 
         Output pixel (2i + a, 2j + b) of a k × k convolution over the 2× nearest-neighbour upsampled
         input sees input pixels (i + du, j + dv) with du = floor((a + u) / 2) for the kernel offsets
@@ -252,17 +253,6 @@ class MLP(keras.layers.Layer):
         for layer in self.layers_:
             x = layer(x)
         return x
-
-
-def upsample(x):
-    """Nearest-neighbour 2× upsampling of (N, H, W, C) by broadcasting.
-
-    Unlike ``repeat``, whose gradient is a scatter-add (slow under XLA on CPU), the
-    gradient of a broadcast is a plain sum.
-    """
-    _, h, w, c = x.shape
-    x = ops.broadcast_to(x[:, :, None, :, None, :], (ops.shape(x)[0], h, 2, w, 2, c))
-    return ops.reshape(x, (-1, 2 * h, 2 * w, c))
 
 
 def flat_vectors(obs: dict, keys: Sequence[str], obs_space: dict[str, Space], symlog: bool = False):
