@@ -72,15 +72,44 @@ def set_seed(seed: int) -> None:
 
 
 @contextlib.contextmanager
-def jax_trace(directory: str):
-    """``jax.profiler``'s trace of what runs inside the block, written under ``directory`` (JAX only)."""
-    import jax
+def trace(directory: str):
+    """The profiler's trace of what runs inside the block, written under ``directory``:
+    ``jax.profiler`` on JAX, ``tf.profiler`` on TensorFlow."""
+    if backend() == "jax":
+        import jax
 
-    jax.profiler.start_trace(directory)
+        start, stop = jax.profiler.start_trace, jax.profiler.stop_trace
+    else:
+        import tensorflow as tf
+
+        start, stop = tf.profiler.experimental.start, tf.profiler.experimental.stop
+    start(directory)
     try:
         yield
     finally:
-        jax.profiler.stop_trace()
+        stop()
+
+
+def tensorflow_profile_events(xplane_file) -> list[tuple[int, float, float, str]]:
+    """The operations TensorFlow's profiler recorded on the CPU's compute threads, from its
+    ``.xplane.pb``: (thread, start µs, duration µs, ``name:type``) each."""
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+    space = xplane_pb2.XSpace()
+    with open(xplane_file, "rb") as file:
+        space.ParseFromString(file.read())
+    events = []
+    for plane in space.planes:
+        if plane.name != "/host:CPU":
+            continue
+        names = {key: meta.name for key, meta in plane.event_metadata.items()}
+        for line in plane.lines:
+            if line.name.startswith(("tf_Compute", "tf_inter_op")):
+                events += [
+                    (line.id, e.offset_ps / 1e6, e.duration_ps / 1e6, names[e.metadata_id])
+                    for e in line.events
+                ]
+    return events
 
 
 def has_gpu() -> bool:

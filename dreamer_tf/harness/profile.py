@@ -1,12 +1,14 @@
-"""Where the time of one update goes, on JAX: ``python benchmarks/throughput.py --profile DIR``.
+"""Where the time of one update goes: ``python benchmarks/throughput.py --profile DIR``.
 
-The update is traced with ``jax.profiler`` while XLA reports every operation it runs
+On JAX the update is traced with ``jax.profiler`` while XLA reports every operation it runs
 (``--xla_cpu_enable_xprof_traceme``) and dumps the optimised program, whose metadata names the
 model's layers (``jvp(val)/mlp/dense0``: the critic's first layer; ``transpose(...)``: its backward
-pass). Each operation's own time (its time minus that of the operations it ran) is summed per layer,
-and per loop: an operation that runs H times per update sits in a loop of H steps, such as the
-imagination (``imag_length``) or the observation of the replayed sequences (``batch_length`` plus
-the replay context).
+pass). On TensorFlow, its profiler records every kernel of the graph by the operation's name
+(``val_1/mlp_1/dense0_1/...``; ``gradient_tape/...``: the backward pass), and the executor's own
+time per operation is a row of its own. Each operation's own time (its time minus that of the
+operations it ran) is summed per layer, and per loop: an operation that runs H times per update sits
+in a loop of H steps, such as the imagination (``imag_length``) or the observation of the replayed
+sequences (``batch_length`` plus the replay context).
 """
 
 from __future__ import annotations
@@ -41,21 +43,7 @@ def own_times(trace_file: Path) -> tuple[collections.Counter, collections.Counte
         and "XLA" in threads.get((e["pid"], e["tid"]), "")
         and not e["name"].startswith("ThunkExecutor")
     ]
-    events.sort(key=lambda e: (e["tid"], e["ts"], -e["dur"]))
-    own, runs = collections.Counter(), collections.Counter()
-    stack: list[dict] = []
-    for event in events:
-        end = event["ts"] + event["dur"]
-        while stack and not (
-            event["tid"] == stack[-1]["tid"] and stack[-1]["ts"] <= event["ts"] and end <= stack[-1]["end"]
-        ):
-            stack.pop()
-        if stack:  # a loop or call: its own time excludes what it ran
-            own[stack[-1]["name"]] -= event["dur"]
-        own[event["name"]] += event["dur"]
-        runs[event["name"]] += 1
-        stack.append({**event, "end": end + 0.01})
-    return own, runs
+    return _own_times([(e["tid"], e["ts"], e["dur"], e["name"]) for e in events])
 
 
 def op_names(hlo_file: Path) -> dict[str, str]:
@@ -80,16 +68,76 @@ def layer_of(op_name: str) -> str:
     return f"{name}, backward" if backward else name
 
 
+def _own_times(events) -> tuple[collections.Counter, collections.Counter]:
+    """Own time and runs per name of ``(thread, start, duration, name)`` events, nested by time."""
+    own, runs = collections.Counter(), collections.Counter()
+    stack: list[tuple] = []
+    for thread, start, duration, name in sorted(events, key=lambda e: (e[0], e[1], -e[2])):
+        end = start + duration
+        while stack and not (thread == stack[-1][0] and stack[-1][1] <= start and end <= stack[-1][2]):
+            stack.pop()
+        if stack:  # a loop or call: its own time excludes what it ran
+            own[stack[-1][3]] -= duration
+        own[name] += duration
+        runs[name] += 1
+        stack.append((thread, start, end + 0.01, name))
+    return own, runs
+
+
+def tensorflow_own_times(xplane_file: Path) -> tuple[collections.Counter, collections.Counter]:
+    """Per TensorFlow operation (``name:type``): its own time in microseconds and how often it ran,
+    from the profiler's ``.xplane.pb``; the executor's own spans (``ExecutorState::Process``) count
+    as one operation."""
+    from dreamer_tf import backend
+
+    events = backend.tensorflow_profile_events(xplane_file)
+    return _own_times(events)
+
+
+def tensorflow_layer_of(op: str) -> str:
+    """``gradient_tape/while/while_grad/body/_490/.../while/dyngru_1/MatMul:BatchMatMulV2`` ->
+    ``dyngru, backward``: the first name scope that is not a loop's, without Keras' ``_1`` suffix."""
+    name = op.split(":")[0]
+    if "/" not in name:
+        return "executor" if name.startswith("Executor") else "other"
+    skip = re.compile(r"^(while(_\d+)?|body|_\d+|while_grad|gradient_tape|gradients|cond(_\d+)?)$")
+    parts = [p for p in name.split("/") if not skip.match(p)]
+    layer = re.sub(r"_\d+$", "", parts[0]) if len(parts) > 1 else "other"
+    return f"{layer}, backward" if name.startswith("gradient_tape/") else layer
+
+
+def tensorflow_loop_of(op: str) -> str | None:
+    """The loop whose body an operation is in (``while_1/body/_395/...`` -> ``while_1``), or None.
+
+    The profiler leaves out some runs of the shortest operations, so on TensorFlow every operation
+    of a loop is counted as running as often as the loop's most frequent operation."""
+    match = re.match(r"(.*)/body/_\d+/", op)
+    return match.group(1) if match else None
+
+
 def breakdown(out: Path, updates: int, loops: dict[int, str] | None = None) -> dict:
-    """Milliseconds per update by loop and by layer, from the trace and dump under ``out``;
-    ``loops`` names loops by their steps per update."""
+    """Milliseconds per update by loop and by layer, from the trace (and on JAX the program dump)
+    under ``out``; ``loops`` names loops by their steps per update."""
     loops = loops or {}
+    xplanes = sorted(out.glob("trace/plugins/profile/*/*.xplane.pb"))
     traces = sorted(out.glob("trace/plugins/profile/*/*.trace.json.gz"))
     dumps = sorted((out / "hlo").glob("*train_step*after_optimizations.txt"))
-    if not traces or not dumps:
-        raise RuntimeError(f"no trace or no HLO dump of the train step under {out}")
-    own, runs = own_times(traces[-1])
-    names = op_names(dumps[-1])
+    if traces and dumps:
+        own, runs = own_times(traces[-1])
+        names = op_names(dumps[-1])
+        layer = lambda op: layer_of(names.get(op, "other"))  # noqa: E731
+    elif xplanes and not dumps:
+        own, runs = tensorflow_own_times(xplanes[-1])
+        layer = tensorflow_layer_of
+        loop_runs: collections.Counter = collections.Counter()
+        for op, count in runs.items():
+            loop = tensorflow_loop_of(op)
+            loop_runs[loop] = max(loop_runs[loop], count)
+        runs = collections.Counter(
+            {op: loop_runs[loop] if (loop := tensorflow_loop_of(op)) else count for op, count in runs.items()}
+        )
+    else:
+        raise RuntimeError(f"no trace of the train step (and on JAX no HLO dump) under {out}")
     total = sum(own.values()) / 1e3 / updates
     by_loop: collections.Counter = collections.Counter()
     by_layer: collections.Counter = collections.Counter()
@@ -97,8 +145,10 @@ def breakdown(out: Path, updates: int, loops: dict[int, str] | None = None) -> d
         ms = micros / 1e3 / updates
         repeats = runs[op] // updates
         where = "outside loops" if repeats <= 1 else f"a loop of {repeats} steps"
+        if op.startswith("Executor"):  # TensorFlow's executor, between every two operations
+            where = "the executor"
         by_loop[f"{where}: {loops[repeats]}" if repeats in loops else where] += ms
-        by_layer[layer_of(names.get(op, "other"))] += ms
+        by_layer[layer(op)] += ms
     share = lambda counter: [  # noqa: E731
         {"part": k, "ms": round(v, 1), "share": round(v / total, 3)}
         for k, v in counter.most_common()
@@ -108,7 +158,7 @@ def breakdown(out: Path, updates: int, loops: dict[int, str] | None = None) -> d
 
 
 def format_breakdown(result: dict, top: int = 20) -> str:
-    lines = [f"{result['ms_per_update']} ms of XLA operations per update"]
+    lines = [f"{result['ms_per_update']} ms of operations per update"]
     for key, title in (("by_loop", "by loop"), ("by_layer", "by layer (name scope)")):
         lines.append(f"  {title}:")
         for row in result[key][:top]:

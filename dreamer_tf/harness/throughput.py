@@ -76,14 +76,11 @@ def parse_args(argv=None) -> argparse.Namespace:
         type=Path,
         default=None,
         metavar="DIR",
-        help="JAX: trace 3 more updates into DIR and print where their time goes, by loop and by "
-        "layer (dreamer_tf/harness/profile.py)",
+        help="trace 3 more updates into DIR and print where their time goes, by loop and by layer "
+        "(dreamer_tf/harness/profile.py)",
     )
     args, overrides = parser.parse_known_args(argv)
     args.overrides = overrides
-    backend = args.backend or os.environ.get("KERAS_BACKEND", "tensorflow")
-    if args.profile is not None and backend != "jax":
-        parser.error(f"--profile reads XLA's trace and needs the JAX backend (--backend jax), not {backend}")
     if args.profile is not None:
         # A new or empty folder: the breakdown reads the trace and program dump found there.
         if args.profile.exists() and (not args.profile.is_dir() or any(args.profile.iterdir())):
@@ -122,7 +119,7 @@ def main(argv=None) -> dict:
     if args.backend:
         os.environ["KERAS_BACKEND"] = args.backend
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    if args.profile is not None:
+    if args.profile is not None and os.environ.get("KERAS_BACKEND", "tensorflow") == "jax":
         from dreamer_tf.harness import profile
 
         # Read when JAX starts, so before anything imports it; first, because XLA ignores what
@@ -230,7 +227,7 @@ def main(argv=None) -> dict:
         from dreamer_tf.harness import profile
 
         log(f"tracing 3 updates into {args.profile} ...")
-        with backend.jax_trace(str(args.profile / "trace")):
+        with backend.trace(str(args.profile / "trace")):
             for i in range(3):
                 agent.train(batches[i % len(batches)])  # returns host values: the update has finished
         steps = {

@@ -106,6 +106,10 @@ class BlockLinear(keras.layers.Layer):
         JAX each group is its own matmul and the shared part one dense matmul against the blocks'
         shared rows side by side.
         """
+        with keras.name_scope(self.name):  # as a call of the layer: profiles name it
+            return self._on_blocks(x, shared, parts)
+
+    def _on_blocks(self, x, shared, parts: int):
         g = self.blocks
         kernel = ops.cast(self.kernel, self.compute_dtype)
         bias = ops.reshape(ops.cast(self.bias, self.compute_dtype), (g, 1, -1))

@@ -34,7 +34,8 @@ def test_achieved_rate_and_the_known_peaks():
     assert given["utilisation"] == 0.5
 
 
-def test_the_profile_of_a_jax_update_names_its_loops_and_layers(tmp_path):
+@pytest.mark.parametrize("backend", ["jax", "tensorflow"])
+def test_the_profile_of_an_update_names_its_loops_and_layers(tmp_path, backend):
     import json
     import os
     import subprocess
@@ -46,7 +47,7 @@ def test_the_profile_of_a_jax_update_names_its_loops_and_layers(tmp_path):
         "-m",
         module,
         "--backend",
-        "jax",
+        backend,
         "--configs",
         "debug",
         "--workload",
@@ -54,7 +55,7 @@ def test_the_profile_of_a_jax_update_names_its_loops_and_layers(tmp_path):
     ]
     command += ["--updates", "1", "--policy-steps", "1", "--no-flops", "--json"]
     command += ["--profile", str(tmp_path)]
-    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
+    env = {**os.environ, "KERAS_BACKEND": backend, "JAX_PLATFORMS": "cpu"}
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     profile = json.loads(done.stdout.strip().splitlines()[-1])["profile"]

@@ -80,17 +80,74 @@ def test_layer_names_come_from_the_op_name_scopes(op_name, layer):
 
 
 def test_a_missing_trace_is_named(tmp_path):
-    with pytest.raises(RuntimeError, match="no trace or no HLO dump"):
+    with pytest.raises(RuntimeError, match="no trace of the train step"):
         profile.breakdown(tmp_path, updates=1)
 
 
-def test_profile_on_tensorflow_is_a_usage_error(capsys):
-    from dreamer_tf.harness import throughput
+def write_xplane(path, events):
+    """A TensorFlow profiler file: ``events`` as (thread line, start ms, duration ms, op name)."""
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
-    with pytest.raises(SystemExit) as exit_info:
-        throughput.parse_args(["--backend", "tensorflow", "--profile", "/tmp/unused"])
-    assert exit_info.value.code == 2
-    assert "--profile reads XLA's trace and needs the JAX backend" in capsys.readouterr().err
+    space = xplane_pb2.XSpace()
+    plane = space.planes.add(name="/host:CPU")
+    lines = {}
+    for line_name, start, duration, name in events:
+        if line_name not in lines:
+            lines[line_name] = plane.lines.add(id=len(lines), name=line_name)
+        ids = {meta.name: key for key, meta in plane.event_metadata.items()}
+        if name not in ids:
+            ids[name] = len(ids) + 1
+            plane.event_metadata[ids[name]].name = name
+        lines[line_name].events.add(
+            metadata_id=ids[name], offset_ps=int(start * 1e9), duration_ps=int(duration * 1e9)
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(space.SerializeToString())
+
+
+def test_breakdown_of_a_tensorflow_trace(tmp_path):
+    # Two updates: an imagination loop (100 ms) running its GRU matmul 3 times (20 ms each), the
+    # critic's backward matmul (50 ms), the executor's own span (5 ms) and a python-thread event.
+    body = "while_1/body/_390/while_1/dyngru_1/MatMul:_MklBatchMatMulV2"
+    events = []
+    for start in (0, 1000):
+        compute = "tf_Compute/123"
+        events.append((compute, start, 100, "while_1:While"))
+        events += [(compute, start + 10 + 25 * i, 20, body) for i in range(3)]
+        # A short operation of the same loop whose third run the profiler left out.
+        events += [(compute, start + 31 + 25 * i, 1, "while_1/body/_390/while_1/Tanh:Tanh") for i in range(2)]
+        events.append(
+            (compute, start + 200, 50, "gradient_tape/val_1/mlp_1/dense0_1/MatMul/MatMul:_MklMatMul")
+        )
+        events.append((compute, start + 300, 5, "ExecutorState::Process"))
+        events.append(("python", start + 400, 999, body))
+    write_xplane(tmp_path / "trace/plugins/profile/run/host.xplane.pb", events)
+
+    result = profile.breakdown(tmp_path, updates=2, loops={3: "imagination"})
+
+    assert result["ms_per_update"] == pytest.approx(155)  # 100 (38 loop + 62 body) + 50 + 5
+    loops = {row["part"]: row["ms"] for row in result["by_loop"]}
+    assert loops == {"outside loops": 88, "a loop of 3 steps: imagination": 62, "the executor": 5}
+    layers = {row["part"]: row["ms"] for row in result["by_layer"]}
+    assert layers == {"dyngru": 60, "val, backward": 50, "other": 40, "executor": 5}
+
+
+@pytest.mark.parametrize(
+    "op, layer",
+    [
+        ("while_1/body/_390/while_1/dynhid0_1/MatMul:_MklBatchMatMulV2", "dynhid0"),
+        (
+            "gradient_tape/while/while_grad/body/_490/gradient_tape/while/gradients/while/dyngru_1/"
+            "split_grad/concat:ConcatV2",
+            "dyngru, backward",
+        ),
+        ("pol_action_3/mlp_1/dense0_1/linear_1/Tensordot/MatMul:_MklMatMul", "pol_action"),
+        ("mul_71:Mul", "other"),
+        ("ExecutorState::Process", "executor"),
+    ],
+)
+def test_tensorflow_layer_names_come_from_the_op_names(op, layer):
+    assert profile.tensorflow_layer_of(op) == layer
 
 
 def test_profile_wants_a_new_or_empty_folder(tmp_path, capsys):
