@@ -14,7 +14,7 @@ from keras import ops
 
 from dreamer_tf.nn import distributions as dists
 from dreamer_tf.nn import ops as dops
-from dreamer_tf.nn.nets import BlockLinear, Dense, Linear, activation, from_blocks, make_norm, to_blocks
+from dreamer_tf.nn.nets import BlockLinear, Dense, Linear, activation, make_norm
 
 sg = ops.stop_gradient
 
@@ -90,22 +90,19 @@ class RSSM(keras.layers.Layer):
         # Keep large continuous actions from dominating the input (official: a / max(1, |a|)).
         action = action / sg(ops.maximum(1.0, ops.abs(action)))
         x = ops.concatenate([self.dynin0(deter), self.dynin1(stoch), self.dynin2(action)], -1)
-        # The state blocks first, (blocks, N, deter/blocks), through to the new state.
-        state = to_blocks(deter, self.blocks)
-        h = state
         for i, (layer, norm) in enumerate(zip(self.dynhid, self.dynhid_norm)):
-            # The first layer's block k sees the state's block k and all of x.
-            h = layer.on_blocks(h, shared=x) if i == 0 else layer.on_blocks(h)
+            # The first layer's block k sees deter's slice k and all of x.
+            x = layer(deter, shared=x) if i == 0 else layer(x)
             if norm is not None:
-                h = norm(h, blocks=True)
-            h = self.act(h)
+                x = norm(x)
+            x = self.act(x)
         # Each block's outputs are its [reset | candidate | update] gates.
-        reset, cand, update = self.gru.on_blocks(h, parts=3)
+        reset, cand, update = self.gru(x, parts=3)
         reset = ops.sigmoid(reset)
         cand = ops.tanh(reset * cand)
         update = ops.sigmoid(update - 1.0)  # gate bias −1: keep the old state by default
-        state = ops.cast(state, cand.dtype)
-        return from_blocks(update * cand + (1.0 - update) * state)
+        deter = ops.cast(deter, cand.dtype)
+        return update * cand + (1.0 - update) * deter
 
     def posterior_logits(self, deter, tokens):
         x = ops.concatenate([deter, ops.cast(tokens, deter.dtype)], -1)

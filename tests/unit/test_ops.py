@@ -211,26 +211,26 @@ def test_masked_mean():
     assert float(to_numpy(dops.masked_mean(x, np.zeros(4)))) == 0.0
 
 
-def test_block_linear_matches_a_dense_map_per_block():
-    from dreamer_tf.nn.nets import BlockLinear, from_blocks, to_blocks
+@pytest.mark.parametrize("parts", [1, 3])
+def test_block_linear_matches_a_dense_map_per_block(parts):
+    from dreamer_tf.nn.nets import BlockLinear
 
     rng = np.random.default_rng(0)
-    layer = BlockLinear(12, 18, 3)
+    layer = BlockLinear(12, 6 * parts, 3)
     x = rng.normal(size=(5, 12)).astype(np.float32)
     layer.build((5, 12))
     layer.bias.assign(rng.normal(size=layer.bias.shape).astype(np.float32))
     kernel, bias = np.asarray(layer.kernel), np.asarray(layer.bias)
-    # Block k maps x's slice k with kernel[k] to the outputs' slice k.
+    # Block k maps x's slice k with kernel[k]; its outputs are [group 0 | ... | group parts-1].
     full = np.concatenate([x[:, 4 * k : 4 * k + 4] @ kernel[k] for k in range(3)], -1) + bias
-    np.testing.assert_allclose(np.asarray(layer(x)), full, rtol=1e-5, atol=1e-5)
-    blocks = layer.on_blocks(to_blocks(x, 3))
-    assert tuple(blocks.shape) == (3, 5, 6)
-    np.testing.assert_allclose(np.asarray(blocks)[1], full[:, 6:12], rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(np.asarray(from_blocks(blocks)), full, rtol=1e-5, atol=1e-5)
+    groups = full.reshape(5, 3, parts, -1)
+    out = layer(x, parts=parts) if parts > 1 else [layer(x)]
+    for j, got in enumerate(out):
+        np.testing.assert_allclose(np.asarray(got), groups[:, :, j].reshape(5, -1), rtol=1e-5, atol=1e-5)
 
 
 def test_block_linear_with_shared_inputs_equals_the_layer_on_the_built_inputs():
-    from dreamer_tf.nn.nets import BlockLinear, to_blocks
+    from dreamer_tf.nn.nets import BlockLinear
 
     rng = np.random.default_rng(1)
     blocks, own_width, shared_width = 4, 3, 5
@@ -243,26 +243,7 @@ def test_block_linear_with_shared_inputs_equals_the_layer_on_the_built_inputs():
         [np.concatenate([own[:, own_width * k : own_width * (k + 1)], shared], -1) for k in range(blocks)], -1
     )
     np.testing.assert_allclose(
-        np.asarray(layer.on_blocks(to_blocks(own, blocks), shared=shared)),
-        np.asarray(to_blocks(layer(built), blocks)),
-        rtol=1e-5,
-        atol=1e-5,
-    )
-
-
-def test_rms_norm_on_blocks_normalises_over_all_blocks():
-    from dreamer_tf.nn.nets import RMSNorm, to_blocks
-
-    rng = np.random.default_rng(2)
-    norm = RMSNorm(12)
-    x = rng.normal(size=(5, 12)).astype(np.float32)
-    norm.build((5, 12))
-    norm.scale.assign(rng.normal(size=12).astype(np.float32))
-    np.testing.assert_allclose(
-        np.asarray(norm(to_blocks(x, 3), blocks=True)),
-        np.asarray(to_blocks(norm(x), 3)),
-        rtol=1e-5,
-        atol=1e-6,
+        np.asarray(layer(own, shared=shared)), np.asarray(layer(built)), rtol=1e-5, atol=1e-5
     )
 
 
