@@ -87,11 +87,18 @@ def _own_times(events) -> tuple[collections.Counter, collections.Counter]:
 def tensorflow_own_times(xplane_file: Path) -> tuple[collections.Counter, collections.Counter]:
     """Per TensorFlow operation (``name:type``): its own time in microseconds and how often it ran,
     from the profiler's ``.xplane.pb``; the executor's own spans (``ExecutorState::Process``) count
-    as one operation."""
+    as one operation. An operation in a loop's body counts as many runs as the loop's most frequent
+    operation (:func:`tensorflow_loop_of`)."""
     from dreamer_tf import backend
 
-    events = backend.tensorflow_profile_events(xplane_file)
-    return _own_times(events)
+    own, runs = _own_times(backend.tensorflow_profile_events(xplane_file))
+    loop_of = {op: tensorflow_loop_of(op) for op in runs}
+    loop_runs: collections.Counter = collections.Counter()
+    for op, count in runs.items():
+        loop_runs[loop_of[op]] = max(loop_runs[loop_of[op]], count)
+    return own, collections.Counter(
+        {op: loop_runs[loop_of[op]] if loop_of[op] else n for op, n in runs.items()}
+    )
 
 
 def tensorflow_layer_of(op: str) -> str:
@@ -129,13 +136,6 @@ def breakdown(out: Path, updates: int, loops: dict[int, str] | None = None) -> d
     elif xplanes and not dumps:
         own, runs = tensorflow_own_times(xplanes[-1])
         layer = tensorflow_layer_of
-        loop_runs: collections.Counter = collections.Counter()
-        for op, count in runs.items():
-            loop = tensorflow_loop_of(op)
-            loop_runs[loop] = max(loop_runs[loop], count)
-        runs = collections.Counter(
-            {op: loop_runs[loop] if (loop := tensorflow_loop_of(op)) else count for op, count in runs.items()}
-        )
     else:
         raise RuntimeError(f"no trace of the train step (and on JAX no HLO dump) under {out}")
     total = sum(own.values()) / 1e3 / updates

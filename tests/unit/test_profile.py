@@ -90,11 +90,10 @@ def write_xplane(path, events):
 
     space = xplane_pb2.XSpace()
     plane = space.planes.add(name="/host:CPU")
-    lines = {}
+    lines, ids = {}, {}
     for line_name, start, duration, name in events:
         if line_name not in lines:
             lines[line_name] = plane.lines.add(id=len(lines), name=line_name)
-        ids = {meta.name: key for key, meta in plane.event_metadata.items()}
         if name not in ids:
             ids[name] = len(ids) + 1
             plane.event_metadata[ids[name]].name = name
