@@ -47,6 +47,21 @@ def prepare_process() -> None:
         allocator.keep_freed_memory()
 
 
+def release_build_memory() -> None:
+    """Free what building an agent leaves behind; a training process calls it once its agent is built.
+
+    On JAX every initializer and every other operation run while building is a small compiled
+    program of its own, and JAX keeps them all (about 130 MB at size1m, a quarter of the process
+    before its step is compiled, which then adds to its peak). None of them runs again: the steps
+    are compiled whole. TensorFlow keeps no such programs.
+    """
+    if backend() == "jax":
+        import jax
+
+        jax.clear_caches()
+        allocator.release_free_memory()
+
+
 def set_seed(seed: int) -> None:
     """Seed Python's and NumPy's global generators and Keras' global seed, and TensorFlow's on its backend.
 

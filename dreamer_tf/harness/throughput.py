@@ -163,6 +163,7 @@ def main(argv=None) -> dict:
 
     start = time.perf_counter()
     agent = Agent(obs_space, act_space, config)
+    backend.release_build_memory()
     build_s = time.perf_counter() - start
     log(agent.param_summary())
 

@@ -375,7 +375,12 @@ def _train(config: Config, logdir: Path, agent_class: Any, resuming: bool) -> in
     seed_everything(config.seed)
 
     def make_agent(obs_space: dict, act_space: dict, config: Config) -> Any:
-        return agent_class(obs_space, act_space, config)
+        agent = agent_class(obs_space, act_space, config)
+        if "keras" in sys.modules:
+            from dreamer_tf import backend
+
+            backend.release_build_memory()
+        return agent
 
     from dreamer_tf.run.console import summary
 
