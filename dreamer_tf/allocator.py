@@ -9,7 +9,15 @@ one heap and keep what is freed, so the next update reuses the same, already map
 :func:`release_free_memory` hands freed pages back once, after the step is compiled: XLA's
 compiler frees about a gigabyte that would otherwise stay resident.
 
-Elsewhere than Linux with glibc (macOS, musl) both are no-ops.
+Kept memory is not always reused. XLA asks for its buffers 64-byte aligned, and glibc 2.36 (Debian
+12) serves an aligned request only from a free chunk with room to spare for the alignment, while a
+freed buffer is exactly its own size; when the allocations around it are still live, the next
+update's buffer goes elsewhere, and updates alternate between two resident copies of it. Where the
+buffer is larger than :data:`KEEP_LIMIT` (images), the runner calls :func:`map_large_buffers` once
+the step is compiled, and glibc maps and unmaps large allocations again as by default: on ``dummy``
+at size1m a sixth slower per update, a gigabyte less at its peak (docs/performance.md).
+
+Elsewhere than Linux with glibc (macOS, musl) all three are no-ops.
 """
 
 from __future__ import annotations
@@ -19,10 +27,14 @@ import sys
 
 # mallopt(3) parameters (malloc.h).
 _M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
 _M_MMAP_MAX = -4
 _M_ARENA_MAX = -8
 
 _done = False
+
+# A step's temporary buffer above which the process maps large allocations afresh again.
+KEEP_LIMIT = 512 << 20
 
 
 def _glibc():
@@ -61,6 +73,21 @@ def keep_freed_memory() -> bool:
         ok &= libc.mallopt(_M_TRIM_THRESHOLD, -1) == 1
         _done = bool(ok)
     return _done
+
+
+def map_large_buffers() -> bool:
+    """Map every allocation of 32 MB or more with its own ``mmap`` again, unmapped on ``free``.
+
+    Undoes the part of :func:`keep_freed_memory` that keeps large buffers; smaller allocations
+    still come from the one arena. Returns whether the settings took (False off glibc).
+    """
+    libc = _glibc()
+    if libc is None:
+        return False
+    # 32 MB is the largest threshold glibc accepts on 64-bit systems; setting it also stops glibc
+    # from raising the threshold itself as buffers are freed.
+    ok = libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20) == 1
+    return bool(ok & (libc.mallopt(_M_MMAP_MAX, 65536) == 1))
 
 
 def release_free_memory() -> None:

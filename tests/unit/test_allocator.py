@@ -21,8 +21,10 @@ def rss():
     with open("/proc/self/status") as f:
         return int(f.read().split("VmRSS:")[1].split()[0]) // 1024
 
-if sys.argv[1] == "keep":
+if sys.argv[1] in ("keep", "keep-then-map"):
     print("took", allocator.keep_freed_memory())
+if sys.argv[1] == "keep-then-map":
+    print("mapped", allocator.map_large_buffers())
 libc = ctypes.CDLL(None)
 libc.malloc.restype = ctypes.c_void_p
 libc.free.argtypes = [ctypes.c_void_p]
@@ -50,6 +52,13 @@ def test_freed_memory_is_kept_for_reuse_and_released_when_asked():
     assert "took True" in out
     assert freed - before > 200, (before, freed)  # kept mapped: the next buffer faults nothing
     assert released - before < 50, (before, released)
+
+
+@glibc
+def test_once_large_buffers_are_mapped_again_a_large_block_is_unmapped_on_free():
+    out, (before, freed, _) = run("keep-then-map")
+    assert "took True" in out and "mapped True" in out
+    assert freed - before < 50, (before, freed)
 
 
 @glibc
