@@ -33,7 +33,7 @@ _M_ARENA_MAX = -8
 
 _done = False
 
-# A step's temporary buffer above which the process maps large allocations afresh again.
+# A step's temporary buffer above which the process has large allocations mapped afresh each time.
 KEEP_LIMIT = 512 << 20
 
 
