@@ -19,7 +19,10 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import random
+import sys
+from pathlib import Path
 from typing import Any
 
 import keras
@@ -35,16 +38,76 @@ def backend() -> str:
     return keras.backend.backend()
 
 
-def prepare_process() -> None:
+def prepare_process(cache: str = "none") -> None:
     """Process-wide settings for training on this backend; call before the agent is built.
 
     On JAX, glibc keeps freed memory for reuse (:func:`dreamer_tf.allocator.keep_freed_memory`):
     XLA's CPU runtime allocates each step's temporary buffer afresh. It has to happen before JAX
     starts its threads, which is why it is not done when a runner is made. TensorFlow's runtime
     measured no faster with it, so its processes keep glibc's defaults.
+
+    ``cache`` is ``compile.cache``: where JAX keeps compiled steps between processes
+    (:func:`compilation_cache_dir`). TensorFlow has no such cache; it ignores the setting.
     """
     if backend() == "jax":
         allocator.keep_freed_memory()
+        use_compilation_cache(compilation_cache_dir(cache))
+
+
+DEFAULT_COMPILATION_CACHE = "~/.cache/dreamer_tf/jax"
+
+
+def compilation_cache_dir(setting: str) -> str | None:
+    """The directory ``compile.cache`` names, or None for no cache.
+
+    ``auto`` is ``$JAX_COMPILATION_CACHE_DIR`` where it is set, else ``~/.cache/dreamer_tf/jax``;
+    ``none`` (or an empty string) turns the cache off; anything else is a directory.
+    """
+    setting = str(setting).strip()
+    if setting.lower() in ("", "none"):
+        return None
+    if setting.lower() == "auto":
+        setting = os.environ.get("JAX_COMPILATION_CACHE_DIR") or DEFAULT_COMPILATION_CACHE
+    return str(Path(setting).expanduser())
+
+
+def use_compilation_cache(directory: str | None) -> None:
+    """Have JAX load compiled programs from ``directory`` and store new ones there (None: neither).
+
+    A later process that compiles the same step (a resumed run, another seed, the same benchmark)
+    loads it instead: on the CPU at size1m a few seconds instead of about twenty, and without the
+    compiler's gigabyte on top of the process (docs/performance.md). JAX keys every entry by the
+    program, the compiler options and its own version, so a changed model never loads a stale one.
+    A directory that cannot be made is reported on one line and the process compiles as usual.
+    """
+    import jax
+
+    if directory is not None:
+        try:
+            Path(directory).mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            print(f"warning: compile.cache {directory}: {error.strerror or error}; compiling without a cache",
+                  file=sys.stderr)  # fmt: skip
+            directory = None
+    jax.config.update("jax_enable_compilation_cache", directory is not None)
+    if directory is not None:
+        jax.config.update("jax_compilation_cache_dir", directory)
+
+
+def compilation_cache_hits() -> list[str] | None:
+    """A list that grows by one for each program JAX loads from its compilation cache (None off JAX)."""
+    if backend() != "jax":
+        return None
+    import jax
+
+    hits: list[str] = []
+
+    def listen(event: str, **kwargs: Any) -> None:
+        if event == "/jax/compilation_cache/cache_hits":
+            hits.append(event)
+
+    jax.monitoring.register_event_listener(listen)
+    return hits
 
 
 def release_build_memory() -> None:

@@ -11,7 +11,9 @@ of ``dmc_cartpole_balance`` (position and velocity vectors, one continuous actio
 Prints progress on stderr and, with ``--json``, one JSON line on stdout with
 ``param_count``, ``updates_per_s``, ``updates_per_cpu_s`` (per second of this process's CPU time),
 ``startup_s`` (process start to the first update done), ``policy_steps_per_s``, ``peak_rss_mb``,
-``backend``, ``precision``, ``device`` and the timing details, and the distance to the hardware:
+``backend``, ``precision``, ``device`` and the timing details (``compile_cache_hits``: programs JAX
+loaded from its compilation cache; none unless ``--compile.cache DIR`` is given, so that
+``compile_s`` times a compilation), and the distance to the hardware:
 ``flops_per_update`` (XLA's cost analysis of the update traced on JAX with unrolled time loops; on
 TensorFlow the same model is counted in a JAX subprocess, the maths being the same), the achieved
 ``tflops_per_s`` and, where the device's peak is known (a table of GPUs, or ``--peak-tflops``),
@@ -135,13 +137,16 @@ def main(argv=None) -> dict:
     from dreamer_tf.dreamerv3.agent import Agent
     from dreamer_tf.spaces import Space
 
-    backend.prepare_process()
     overrides = list(args.overrides)
     if args.precision:
         overrides += ["--compile.precision", args.precision]
     if args.xla:
         overrides += ["--compile.xla", "true"]
+    if not any(item.split("=")[0] == "--compile.cache" for item in overrides):
+        overrides += ["--compile.cache", "none"]  # a benchmark times a compilation unless told otherwise
     config = load_config(args.configs, overrides)
+    backend.prepare_process(config.compile.cache)
+    cache_hits = backend.compilation_cache_hits()
     obs_space = {
         "image": Space(np.uint8, (64, 64, 3)),
         "vector": Space(np.float32, (7,)),
@@ -215,7 +220,8 @@ def main(argv=None) -> dict:
     agent.train(batches[0])
     compile_s = time.perf_counter() - start
     startup_s = process_age_s()
-    log(f"compiled in {compile_s:.1f}s; timing {args.updates} updates ...")
+    loaded = f" (loaded from the compilation cache {config.compile.cache})" if cache_hits else ""
+    log(f"compiled in {compile_s:.1f}s{loaded}; timing {args.updates} updates ...")
     agent.train(batches[1])  # a second call catches retracing
     count, start, cpu = 0, time.perf_counter(), time.process_time()
     while count < args.updates or time.perf_counter() - start < args.seconds:
@@ -276,6 +282,8 @@ def main(argv=None) -> dict:
         "batch": [B, config.batch_length],
         "build_s": round(build_s, 2),
         "compile_s": round(compile_s, 2),
+        "compile_cache": None if cache_hits is None else backend.compilation_cache_dir(config.compile.cache),
+        "compile_cache_hits": None if cache_hits is None else len(cache_hits),
         "startup_s": None if startup_s is None else round(startup_s, 1),
         "workload": args.workload,
         "updates_timed": count,

@@ -16,6 +16,11 @@ TensorFlow's and XLA's thread pools), so that updates per CPU-second compare the
 thread pools; ``--whole-machine`` leaves both free. Repetitions are interleaved (ours, official,
 official, ours, ...), so that a machine whose speed drifts treats both sides alike. Prints one
 Markdown table (medians over repetitions) and writes every measurement to ``--json``.
+
+``--cache warm`` measures what a second run of the same program sees: one unmeasured process per
+workload and JAX side first fills a fresh compilation cache (ours through ``compile.cache``, the
+official code through ``$JAX_COMPILATION_CACHE_DIR``, its own cache being on), and the measured
+processes load their train steps from it. The default, ``cold``, compiles in every process.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -70,6 +76,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--ours-flags", default="", help="config overrides for ours, e.g. '--compile.unroll true'"
     )
+    parser.add_argument(
+        "--cache",
+        choices=["cold", "warm"],
+        default="cold",
+        help="cold: every JAX process compiles its train step; warm: one unmeasured process per "
+        "workload and JAX side first fills a fresh compilation cache that the measured ones load from",
+    )
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds per process")
     parser.add_argument("--json", default=None, help="write every measurement here")
     args = parser.parse_args(argv)
@@ -97,10 +110,17 @@ def thread_env(whole_machine: bool) -> dict[str, str]:
 
 
 def command(
-    side: str, workload: str, preset: str, updates: int, precision: str, args: argparse.Namespace
+    side: str,
+    workload: str,
+    preset: str,
+    updates: int,
+    precision: str,
+    args: argparse.Namespace,
+    cache: str | None = None,
 ) -> tuple[list[str], dict[str, str]]:
-    """The command line and environment of one measurement."""
+    """The command line and environment of one measurement; ``cache``: JAX's compilation cache directory."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **thread_env(args.whole_machine)}
+    env.pop("JAX_COMPILATION_CACHE_DIR", None)
     if side == "official":
         python = str(Path(args.venv) / "bin" / "python")
         line = [python, str(OFFICIAL_SIDE), "--official", str(args.official), "--preset", preset,
@@ -109,10 +129,14 @@ def command(
         env["PYTHONPATH"] = str(Path(args.official).resolve())
         if not gpu_names():
             env["JAX_PLATFORMS"] = "cpu"
+        if cache:  # the official code turns JAX's cache on; the variable gives it a directory
+            env["JAX_COMPILATION_CACHE_DIR"] = cache
     else:
         line = [sys.executable, "-m", "dreamer_tf.harness.throughput", "--backend", side, "--configs", preset,
                 "--workload", workload, "--updates", str(updates), "--precision", precision,
                 "--policy-steps", "0", "--no-flops", "--json", *args.ours_flags.split()]  # fmt: skip
+        if cache and side == "jax":
+            line += ["--compile.cache", cache]
         env["KERAS_BACKEND"] = side
     if not args.whole_machine and shutil.which("taskset"):
         line = ["taskset", "-c", str(args.core), *line]
@@ -217,6 +241,39 @@ def git_commit(path: Path) -> str:
     return done.stdout.strip() or "unknown"
 
 
+def run_all(
+    args: argparse.Namespace, header: dict[str, Any], gpu: bool, precision: str, caches: dict[str, str]
+) -> list[dict[str, Any]]:
+    """Every measurement, workload by workload, in interleaved repetitions (each kept in ``--json``)."""
+    results: list[dict[str, Any]] = []
+    for item in args.workloads:
+        workload, _, preset = item.partition(":")
+        updates = args.updates or (50 if gpu else CPU_UPDATES.get(preset, 4))
+        for side, cache in caches.items():
+            print(f"[vs_official] {workload} {preset} {side}: filling the compilation cache (not measured) ...",
+                  file=sys.stderr, flush=True)  # fmt: skip
+            line, env = command(side, workload, preset, 1, precision, args, cache)
+            filled = measure(line, env, args.timeout)
+            if "error" in filled:
+                print(f"[vs_official]   {filled['error']}", file=sys.stderr, flush=True)
+        for rep in range(args.reps):
+            for side in order(args.sides, rep):
+                line, env = command(side, workload, preset, updates, precision, args, caches.get(side))
+                print(f"[vs_official] {workload} {preset} {side} rep {rep + 1}/{args.reps} ...", file=sys.stderr,
+                      flush=True)  # fmt: skip
+                result = measure(line, env, args.timeout)
+                result.update(workload=workload, preset=preset, side=side, rep=rep)
+                results.append(result)
+                shown = result.get("error") or (
+                    f"{result['updates_per_s']} updates/s, {result.get('updates_per_cpu_s')} per CPU-s, "
+                    f"start-up {result.get('startup_s')} s, peak RSS {result['peak_rss_mb']:.0f} MB"
+                )
+                print(f"[vs_official]   {shown}", file=sys.stderr, flush=True)
+                if args.json:  # nothing measured is lost to a later failure
+                    Path(args.json).write_text(json.dumps({**header, "results": results}, indent=1))
+    return results
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if not (Path(args.official) / "dreamerv3" / "agent.py").exists():
@@ -243,29 +300,22 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(f"[vs_official] {machine}; {threads}; {precision}; ours {header['ours']}, official {header['official']}",
           file=sys.stderr)  # fmt: skip
-    results: list[dict[str, Any]] = []
-    for item in args.workloads:
-        workload, _, preset = item.partition(":")
-        updates = args.updates or (50 if gpu else CPU_UPDATES.get(preset, 4))
-        for rep in range(args.reps):
-            for side in order(args.sides, rep):
-                line, env = command(side, workload, preset, updates, precision, args)
-                print(f"[vs_official] {workload} {preset} {side} rep {rep + 1}/{args.reps} ...", file=sys.stderr,
-                      flush=True)  # fmt: skip
-                result = measure(line, env, args.timeout)
-                result.update(workload=workload, preset=preset, side=side, rep=rep)
-                results.append(result)
-                shown = result.get("error") or (
-                    f"{result['updates_per_s']} updates/s, {result.get('updates_per_cpu_s')} per CPU-s, "
-                    f"start-up {result.get('startup_s')} s, peak RSS {result['peak_rss_mb']:.0f} MB"
-                )
-                print(f"[vs_official]   {shown}", file=sys.stderr, flush=True)
-                if args.json:  # nothing measured is lost to a later failure
-                    Path(args.json).write_text(json.dumps({**header, "results": results}, indent=1))
+    caches: dict[str, str] = {}
+    root = Path(tempfile.mkdtemp(prefix="vs_official-cache-")) if args.cache == "warm" else None
+    if root is not None:
+        caches = {side: str(root / side) for side in args.sides if side != "tensorflow"}
+        header["cache"] = "warm"
+    try:
+        results = run_all(args, header, gpu, precision, caches)
+    finally:
+        if root is not None:
+            shutil.rmtree(root, ignore_errors=True)
     rows = summarise(results)
+    warm = (" Compilation cache warm: each JAX process loaded its train step from a cache that one "
+            "unmeasured process filled (TensorFlow has none)." if caches else "")  # fmt: skip
     print(f"Machine: {machine}; {threads}; {precision}; load {header['load_at_start']:.2f} at the start. "
           f"Ours {header['ours']}, official {header['official']}. Medians of {args.reps} interleaved "
-          "processes (each one in brackets).\n")  # fmt: skip
+          f"processes (each one in brackets).{warm}\n")  # fmt: skip
     print(markdown(rows, cpu_rate=not gpu))
     if args.json:
         Path(args.json).write_text(json.dumps({**header, "results": results, "rows": rows}, indent=1))

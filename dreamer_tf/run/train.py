@@ -368,7 +368,7 @@ def _train(config: Config, logdir: Path, agent_class: Any, resuming: bool) -> in
     if "keras" in sys.modules:  # the random agent runs without Keras
         from dreamer_tf import backend
 
-        backend.prepare_process()  # first: describe() below starts JAX and its threads
+        backend.prepare_process(config.compile.cache)  # first: describe() below starts JAX and its threads
     print(describe(config), file=sys.stderr)
     if resuming:
         print("Found a checkpoint: resuming.", file=sys.stderr)

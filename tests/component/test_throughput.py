@@ -66,3 +66,40 @@ def test_the_profile_of_an_update_names_its_loops_and_layers(tmp_path, backend):
     assert any(name.startswith("dyn") for name in layers), sorted(layers)  # the GRU's layers
     # Rows under 0.05 ms are left out of the lists.
     assert sum(row["share"] for row in profile["by_loop"]) == pytest.approx(1, abs=0.03)
+
+
+def test_a_second_jax_process_loads_its_train_step_from_the_compilation_cache(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    cache = tmp_path / "programs"
+    command = [
+        sys.executable,
+        "-m",
+        "dreamer_tf.harness.throughput",
+        "--backend",
+        "jax",
+        "--configs",
+        "debug",
+    ]
+    command += ["--workload", "dmc_proprio", "--updates", "1", "--policy-steps", "1", "--no-flops", "--json"]
+    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
+    env.pop("JAX_COMPILATION_CACHE_DIR", None)
+
+    def run(*extra: str) -> dict:
+        done = subprocess.run(
+            [*command, *extra], capture_output=True, text=True, env=env, timeout=600, check=False
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    first = run("--compile.cache", str(cache))
+    assert first["compile_cache"] == str(cache) and first["compile_cache_hits"] == 0
+    assert any(path.name.startswith("jit__train_step") for path in cache.iterdir())
+    second = run("--compile.cache", str(cache))
+    assert second["compile_cache_hits"] >= 1
+    # A benchmark compiles unless told to use a cache: its compile_s times a compilation.
+    cold = run()
+    assert cold["compile_cache"] is None and cold["compile_cache_hits"] == 0

@@ -43,6 +43,18 @@ def test_every_process_is_pinned_to_one_core_and_one_thread(tmp_path):
     assert line[0] != "taskset" and "XLA_FLAGS" not in vs_official.thread_env(True)
 
 
+def test_a_warm_cache_reaches_both_jax_sides_and_a_cold_run_neither(tmp_path, monkeypatch):
+    monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path / "from-the-shell"))
+    args = vs_official.parse_args(["--official", "x", "--venv", "y", "--cache", "warm"])
+    ours, env = vs_official.command("jax", "dmc_proprio", "size1m", 12, "float32", args, "/c/jax")
+    assert ours[ours.index("--compile.cache") + 1] == "/c/jax" and "JAX_COMPILATION_CACHE_DIR" not in env
+    official, env = vs_official.command("official", "dmc_proprio", "size1m", 12, "float32", args, "/c/off")
+    assert env["JAX_COMPILATION_CACHE_DIR"] == "/c/off" and "--compile.cache" not in official
+    for side in ("jax", "official", "tensorflow"):
+        line, env = vs_official.command(side, "dmc_proprio", "size1m", 12, "float32", args)
+        assert "--compile.cache" not in line and "JAX_COMPILATION_CACHE_DIR" not in env, side
+
+
 def test_the_table_gives_medians_and_the_ratio_to_the_official():
     def result(side, rate, cpu_rate, startup, rss, rep):
         return {"workload": "dummy", "preset": "size1m", "side": side, "rep": rep, "updates_per_s": rate,
@@ -103,3 +115,29 @@ def test_a_measurement_of_ours_and_a_stand_in_official(tmp_path, capsys):
         "| `dmc_proprio`, `debug` | official (JAX 0.4.33) | 2 | 1 | 9 s | 0.5 GB | 1 |"
         in capsys.readouterr().out
     )
+
+
+def test_a_warm_run_fills_one_cache_per_jax_side_first_and_removes_it_after(tmp_path, monkeypatch, capsys):
+    checkout = tmp_path / "dreamerv3"
+    (checkout / "dreamerv3").mkdir(parents=True)
+    (checkout / "dreamerv3" / "agent.py").write_text("")
+    (tmp_path / "venv" / "bin").mkdir(parents=True)
+    (tmp_path / "venv" / "bin" / "python").write_text("")
+    calls = []
+
+    def measure(line, env, timeout):
+        cache = line[line.index("--compile.cache") + 1] if "--compile.cache" in line else None
+        calls.append((line[line.index("--updates") + 1], cache or env.get("JAX_COMPILATION_CACHE_DIR")))
+        return {"updates_per_s": 1.0, "updates_per_cpu_s": 1.0, "startup_s": 5.0, "peak_rss_mb": 100.0}
+
+    monkeypatch.setattr(vs_official, "measure", measure)
+    argv = ["--official", str(checkout), "--venv", str(tmp_path / "venv"), "--workloads", "dmc_proprio:size1m",
+            "--sides", "tensorflow", "jax", "official", "--reps", "1", "--cache", "warm"]  # fmt: skip
+    assert vs_official.main(argv) == 0
+    fills, measured = calls[:2], calls[2:]
+    assert [updates for updates, _ in fills] == ["1", "1"]
+    jax_cache, official_cache = (cache for _, cache in fills)
+    assert jax_cache != official_cache and Path(jax_cache).parent == Path(official_cache).parent
+    assert measured == [("12", None), ("12", jax_cache), ("12", official_cache)]
+    assert not Path(jax_cache).parent.exists()
+    assert "Compilation cache warm" in capsys.readouterr().out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -67,14 +68,19 @@ def test_without_the_settings_a_large_block_is_unmapped_on_free():
     assert freed - before < 50, (before, freed)
 
 
-def test_only_jax_processes_change_the_allocator(monkeypatch):
+def test_only_jax_processes_change_the_allocator_and_use_a_compilation_cache(monkeypatch):
     calls = []
-    monkeypatch.setattr(allocator, "keep_freed_memory", lambda: calls.append(1))
-    for name, expected in (("tensorflow", 0), ("jax", 1)):
+    monkeypatch.setattr(allocator, "keep_freed_memory", lambda: calls.append("keep"))
+    monkeypatch.setattr(backend, "use_compilation_cache", lambda directory: calls.append(directory))
+    monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR", raising=False)
+    for name, expected in (("tensorflow", []), ("jax", ["keep", "/tmp/programs"])):
         monkeypatch.setattr(backend, "backend", lambda name=name: name)
         calls.clear()
-        backend.prepare_process()
-        assert len(calls) == expected, name
+        backend.prepare_process("/tmp/programs")
+        assert calls == expected, name
+    calls.clear()
+    backend.prepare_process()
+    assert calls == ["keep", None]
 
 
 def test_the_train_command_sets_the_allocator_before_it_starts_the_backend(tmp_path, monkeypatch):
@@ -84,10 +90,37 @@ def test_the_train_command_sets_the_allocator_before_it_starts_the_backend(tmp_p
     from dreamer_tf.run import loop, train
 
     calls = []
-    monkeypatch.setattr(backend, "prepare_process", lambda: calls.append("prepare"))
+    monkeypatch.setattr(backend, "prepare_process", lambda cache: calls.append(("prepare", cache)))
     monkeypatch.setattr(train, "describe", lambda config: calls.append("describe") or "")
     monkeypatch.setattr(loop, "train", lambda *args: calls.append("train") or "done")
     monkeypatch.setitem(sys.modules, "keras", sys.modules.get("keras") or object())
-    config = load_config(["debug"], ["--task", "dummy_disc", "--logdir", str(tmp_path)])
+    config = load_config(
+        ["debug"], ["--task", "dummy_disc", "--logdir", str(tmp_path), "--compile.cache", "none"]
+    )
     assert train._train(config, tmp_path, object, resuming=False) == 0
-    assert calls == ["prepare", "describe", "train"]
+    assert calls == [("prepare", "none"), "describe", "train"]
+
+
+def test_compile_cache_names_a_directory_or_none(monkeypatch):
+    monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR", raising=False)
+    home = os.path.expanduser("~")
+    assert backend.compilation_cache_dir("auto") == f"{home}/.cache/dreamer_tf/jax"
+    monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", "/srv/jax-programs")
+    assert backend.compilation_cache_dir("auto") == "/srv/jax-programs"
+    assert backend.compilation_cache_dir("~/programs") == f"{home}/programs"
+    assert backend.compilation_cache_dir("none") is None and backend.compilation_cache_dir("") is None
+
+
+def test_a_cache_directory_that_cannot_be_made_is_one_warning(tmp_path, capsys):
+    import jax
+
+    before = jax.config.jax_enable_compilation_cache
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    try:
+        backend.use_compilation_cache(str(blocker / "programs"))
+        assert jax.config.jax_enable_compilation_cache is False
+    finally:
+        jax.config.update("jax_enable_compilation_cache", before)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "compiling without a cache" in err, err

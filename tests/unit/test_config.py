@@ -84,9 +84,10 @@ def test_renamed_keys_still_work_as_flags_and_in_saved_configs(tmp_path, capsys)
     assert (
         saved.compile.xla is True and saved.compile.unroll is True and saved.compile.precision == "bfloat16"
     )
-    # compile.devices came after the move: an old file lacks it, and a resume takes its default.
+    # compile.devices and compile.cache came after the move: an old file lacks them, and a resume
+    # takes their defaults.
     assert "unroll" not in saved.agent.to_dict()
-    assert set(saved.flat()) == set(load_config().flat()) - {"compile.devices"}
+    assert set(saved.flat()) == set(load_config().flat()) - {"compile.devices", "compile.cache"}
 
 
 def test_bad_values_raise():
