@@ -132,10 +132,13 @@ def main(argv=None) -> dict:
 
     import numpy as np
 
-    from dreamer_tf import backend
-    from dreamer_tf.config import load_config
-    from dreamer_tf.dreamerv3.agent import Agent
-    from dreamer_tf.spaces import Space
+    from dreamer_tf.lean_imports import without_keras_extras
+
+    with without_keras_extras():  # as a training process imports Keras
+        from dreamer_tf import backend
+        from dreamer_tf.config import load_config
+        from dreamer_tf.dreamerv3.agent import Agent
+        from dreamer_tf.spaces import Space
 
     overrides = list(args.overrides)
     if args.precision:

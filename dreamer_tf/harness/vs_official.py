@@ -229,7 +229,7 @@ def markdown(rows: list[dict[str, Any]], cpu_rate: bool) -> str:
         lines.append(
             f"| {label} | {names[row['side']]} | {fmt(row['updates_per_s_all'])} | "
             f"{fmt(row['updates_per_cpu_s_all']) if cpu_rate else '–'} | {startup} s | "
-            f"{row['peak_rss_mb'] / 1024:.1f} GB | {ratio} |"
+            f"{row['peak_rss_mb'] / 1024:.2f} GB | {ratio} |"
         )
     return "\n".join(lines)
 

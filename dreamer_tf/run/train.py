@@ -97,11 +97,13 @@ def resolve_agent(name: str) -> Any:
     """The agent class registered as ``name`` in ``AGENTS``, imported on first use."""
     if name not in AGENTS:
         raise ConfigError(f"Unknown agent '{name}'. Choose one of: {', '.join(AGENTS)}.")
+    from dreamer_tf.lean_imports import without_keras_extras
     from dreamer_tf.run.console import framework_noise_filtered
 
     module_name, class_name = AGENTS[name].split(":")
     try:
-        with framework_noise_filtered():  # the agent's module brings TensorFlow or JAX in
+        # The agent's module brings Keras with TensorFlow or JAX in.
+        with framework_noise_filtered(), without_keras_extras():
             module = importlib.import_module(module_name)
     except ImportError as error:
         raise AgentUnavailableError(

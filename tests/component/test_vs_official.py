@@ -76,7 +76,7 @@ def test_the_table_gives_medians_and_the_ratio_to_the_official():
     assert rows["jax"]["reps"] == 0 and "boom" in rows["jax"]["error"]
     table = vs_official.markdown(list(rows.values()), cpu_rate=True)
     assert (
-        "| `dummy`, `size1m` | ours, TensorFlow | 0.25 (0.3, 0.2) | 0.3 (0.25, 0.35) | 85 (80, 90) s | 2.0 GB | 2.27×, 3.33× |"
+        "| `dummy`, `size1m` | ours, TensorFlow | 0.25 (0.3, 0.2) | 0.3 (0.25, 0.35) | 85 (80, 90) s | 2.00 GB | 2.27×, 3.33× |"
         in table
     )
     assert "ours, JAX | failed: exit 1: boom" in table
@@ -112,7 +112,7 @@ def test_a_measurement_of_ours_and_a_stand_in_official(tmp_path, capsys):
     row = next(r for r in record["rows"] if r["side"] == "tensorflow")
     assert row["updates_per_s_ratio"] == pytest.approx(ours["updates_per_s"] / 2.0)
     assert (
-        "| `dmc_proprio`, `debug` | official (JAX 0.4.33) | 2 | 1 | 9 s | 0.5 GB | 1 |"
+        "| `dmc_proprio`, `debug` | official (JAX 0.4.33) | 2 | 1 | 9 s | 0.50 GB | 1 |"
         in capsys.readouterr().out
     )
 
