@@ -223,7 +223,8 @@ def main(argv=None) -> dict:
     agent.train(batches[0])
     compile_s = time.perf_counter() - start
     startup_s = process_age_s()
-    loaded = f" (loaded from the compilation cache {config.compile.cache})" if cache_hits else ""
+    cache = backend.compilation_cache_dir(config.compile.cache)
+    loaded = f" (loaded from the compilation cache {cache})" if cache_hits else ""
     log(f"compiled in {compile_s:.1f}s{loaded}; timing {args.updates} updates ...")
     agent.train(batches[1])  # a second call catches retracing
     count, start, cpu = 0, time.perf_counter(), time.process_time()
@@ -285,7 +286,7 @@ def main(argv=None) -> dict:
         "batch": [B, config.batch_length],
         "build_s": round(build_s, 2),
         "compile_s": round(compile_s, 2),
-        "compile_cache": None if cache_hits is None else backend.compilation_cache_dir(config.compile.cache),
+        "compile_cache": None if cache_hits is None else cache,
         "compile_cache_hits": None if cache_hits is None else len(cache_hits),
         "startup_s": None if startup_s is None else round(startup_s, 1),
         "workload": args.workload,
