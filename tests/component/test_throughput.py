@@ -75,7 +75,9 @@ def test_a_second_jax_process_loads_its_train_step_from_the_compilation_cache(tm
     import sys
 
     cache = tmp_path / "programs"
-    flags = "--backend jax --configs debug --workload dmc_proprio --updates 1 --policy-steps 1 --no-flops --json"
+    flags = (
+        "--backend jax --configs debug --workload dmc_proprio --updates 1 --policy-steps 1 --no-flops --json"
+    )
     command = [sys.executable, "-m", "dreamer_tf.harness.throughput", *flags.split()]
     env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
     env.pop("JAX_COMPILATION_CACHE_DIR", None)
