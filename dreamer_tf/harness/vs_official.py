@@ -269,6 +269,10 @@ def run_all(
                     f"start-up {result.get('startup_s')} s, peak RSS {result['peak_rss_mb']:.0f} MB"
                 )
                 print(f"[vs_official]   {shown}", file=sys.stderr, flush=True)
+                if side in caches and result.get("compile_cache_hits") == 0:
+                    print("[vs_official]   warning: it compiled its train step; the cache did not serve it",
+                          file=sys.stderr, flush=True)  # fmt: skip
+                    result["cache_missed"] = True
                 if args.json:  # nothing measured is lost to a later failure
                     Path(args.json).write_text(json.dumps({**header, "results": results}, indent=1))
     return results
