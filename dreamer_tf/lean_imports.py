@@ -6,8 +6,9 @@ plots and DataFrames that this project never asks Keras for. Keras imports both 
 ``try``/``except ImportError``, so inside :func:`without_keras_extras` they count as missing while
 Keras is imported; on leaving, they can be imported again as usual (the report and the figures
 import them themselves). Keras then keeps its own note that they are missing: its plotting helpers
-and DataFrame inputs do not work in that process, which is why only the command lines that train or
-time an agent (``python -m dreamer_tf``, ``benchmarks/throughput.py``) use it.
+and DataFrame inputs do not work in that process, which is why only the command lines that train,
+evaluate or time an agent use it (through ``dreamer_tf.run.train.resolve_agent`` and
+``benchmarks/throughput.py``); where Keras is already imported it changes nothing.
 """
 
 from __future__ import annotations
