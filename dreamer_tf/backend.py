@@ -38,7 +38,7 @@ def backend() -> str:
     return keras.backend.backend()
 
 
-def prepare_process(cache: str = "none") -> None:
+def prepare_process(cache: str = "none") -> str | None:
     """Process-wide settings for training on this backend; call before the agent is built.
 
     On JAX, glibc keeps freed memory for reuse (:func:`dreamer_tf.allocator.keep_freed_memory`):
@@ -48,10 +48,12 @@ def prepare_process(cache: str = "none") -> None:
 
     ``cache`` is ``compile.cache``: where JAX keeps compiled steps between processes
     (:func:`compilation_cache_dir`). TensorFlow has no such cache; it ignores the setting.
+    Returns the cache directory in use (None: none).
     """
-    if backend() == "jax":
-        allocator.keep_freed_memory()
-        use_compilation_cache(compilation_cache_dir(cache))
+    if backend() != "jax":
+        return None
+    allocator.keep_freed_memory()
+    return use_compilation_cache(compilation_cache_dir(cache))
 
 
 DEFAULT_COMPILATION_CACHE = "~/.cache/dreamer_tf/jax"
@@ -71,7 +73,7 @@ def compilation_cache_dir(setting: str) -> str | None:
     return str(Path(setting).expanduser())
 
 
-def use_compilation_cache(directory: str | None) -> None:
+def use_compilation_cache(directory: str | None) -> str | None:
     """Have JAX load compiled programs from ``directory`` and store new ones there (None: neither).
 
     A later process that compiles the same step (a resumed run, another seed, the same benchmark)
@@ -79,6 +81,7 @@ def use_compilation_cache(directory: str | None) -> None:
     compiler's gigabyte on top of the process (docs/performance.md). JAX keys every entry by the
     program, the compiler options and its own version, so a changed model never loads a stale one.
     A directory that cannot be made is reported on one line and the process compiles as usual.
+    Returns the directory in use (None: none).
     """
     import jax
 
@@ -92,6 +95,7 @@ def use_compilation_cache(directory: str | None) -> None:
     jax.config.update("jax_enable_compilation_cache", directory is not None)
     if directory is not None:
         jax.config.update("jax_compilation_cache_dir", directory)
+    return directory
 
 
 def compilation_cache_hits() -> list[str] | None:

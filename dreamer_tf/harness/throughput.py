@@ -148,7 +148,7 @@ def main(argv=None) -> dict:
     if not any(item.split("=")[0] == "--compile.cache" for item in overrides):
         overrides += ["--compile.cache", "none"]  # a benchmark times a compilation unless told otherwise
     config = load_config(args.configs, overrides)
-    backend.prepare_process(config.compile.cache)
+    cache = backend.prepare_process(config.compile.cache)
     cache_hits = backend.compilation_cache_hits()
     obs_space = {
         "image": Space(np.uint8, (64, 64, 3)),
@@ -223,7 +223,6 @@ def main(argv=None) -> dict:
     agent.train(batches[0])
     compile_s = time.perf_counter() - start
     startup_s = process_age_s()
-    cache = backend.compilation_cache_dir(config.compile.cache)
     loaded = f" (loaded from the compilation cache {cache})" if cache_hits else ""
     log(f"compiled in {compile_s:.1f}s{loaded}; timing {args.updates} updates ...")
     agent.train(batches[1])  # a second call catches retracing

@@ -304,11 +304,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(f"[vs_official] {machine}; {threads}; {precision}; ours {header['ours']}, official {header['official']}",
           file=sys.stderr)  # fmt: skip
-    caches: dict[str, str] = {}
     root = Path(tempfile.mkdtemp(prefix="vs_official-cache-")) if args.cache == "warm" else None
-    if root is not None:
-        caches = {side: str(root / side) for side in args.sides if side != "tensorflow"}
-        header["cache"] = "warm"
+    caches = {side: str(root / side) for side in args.sides if side != "tensorflow"} if root else {}
+    header["cache"] = args.cache
     try:
         results = run_all(args, header, gpu, precision, caches)
     finally:

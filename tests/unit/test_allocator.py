@@ -118,7 +118,7 @@ def test_a_cache_directory_that_cannot_be_made_is_one_warning(tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("")
     try:
-        backend.use_compilation_cache(str(blocker / "programs"))
+        assert backend.use_compilation_cache(str(blocker / "programs")) is None
         assert jax.config.jax_enable_compilation_cache is False
     finally:
         jax.config.update("jax_enable_compilation_cache", before)
