@@ -167,14 +167,19 @@ class Conv2D(keras.layers.Layer):
         )
         self.bias = self.add_weight(shape=(depth,), initializer="zeros", name="bias")
 
-    def call(self, x, upsampled: bool = False):
-        """A "same" convolution of ``x``; with ``upsampled``, of ``x`` upsampled 2× (:meth:`_upsampled`)."""
+    def call(self, x, upsampled: bool = False, pooled: bool = False):
+        """A "same" convolution of ``x``; with ``upsampled``, of ``x`` upsampled 2× (:meth:`_upsampled`);
+        with ``pooled``, followed by a 2×2 max-pool (:func:`max_pool2`).
+
+        Pooled, the bias goes into the pool, which computes its gradient from the pooled output.
+        """
         if upsampled:
             return self._upsampled(x)
         assert x.shape[-1] == self.inputs, (self.name, x.shape, self.inputs)
         x = ops.cast(x, self.compute_dtype)
         x = ops.conv(x, ops.cast(self.kernel, self.compute_dtype), strides=1, padding="same")
-        return x + ops.cast(self.bias, self.compute_dtype)
+        bias = ops.cast(self.bias, self.compute_dtype)
+        return max_pool2(x, bias) if pooled else x + bias
 
     def _upsampled(self, x):
         """The layer on ``x`` upsampled 2× by nearest neighbour, computed on ``x`` at its own
@@ -226,6 +231,75 @@ class RMSNorm(keras.layers.Layer):
         x = ops.cast(x, "float32")
         x = x * ops.rsqrt(ops.mean(ops.square(x), -1, keepdims=True) + self.eps) * self.scale
         return ops.cast(x, dtype)
+
+
+def max_pool2(x, bias):
+    """2×2 max-pool of ``x + bias``, (N, H, W, C) + (C,), as reshape + max (XLA's gradient of
+    reduce_window is slow on CPU).
+
+    The gradient is the official code's (JAX's rule for ``max``): a window's gradient divided by
+    the number of its positions that hold the maximum, at each of them (TensorFlow's own rule
+    rounds differently, multiplying by the reciprocal). Written out for memory. The backward pass keeps
+    one small integer per window (which of its four positions hold the maximum, as bits), not the
+    float mask of the built-in rule or the convolution output to compare against; and the bias's
+    gradient is summed over windows (share × count, exactly the sum of the window's shares), so
+    the full-size gradient has one use, the kernel's gradient, and XLA writes it once, in the
+    layout that reads it. On the encoder's first layer each of these is the size of the
+    convolution's output and was live at the update's peak.
+    """
+
+    @ops.custom_gradient
+    def pool(x, bias):
+        _, h, w, c = x.shape
+        y, code = _max_and_positions(ops.reshape(x, (-1, h // 2, 2, w // 2, 2, c)) + bias)
+
+        def grad(upstream):
+            count = ops.cast(
+                sum(ops.bitwise_and(ops.right_shift(code, k), 1) for k in range(4)), upstream.dtype
+            )
+            share = upstream / count
+            bits = ops.bitwise_and(ops.right_shift(_window_axes(code), _POSITION_SHIFTS), 1)
+            spread = ops.where(bits == 1, _window_axes(share), ops.zeros_like(_window_axes(share)))
+            return ops.reshape(spread, (-1, h, w, c)), ops.sum(share * count, axis=(0, 1, 2))
+
+        return y, grad
+
+    return pool(x, bias)
+
+
+def _max_and_positions(windows):
+    """Each window's maximum and which of its positions hold it (bit 2i + j for position (i, j)).
+
+    On JAX one reduction computes both, so that XLA cannot compute the positions later, in the
+    backward pass, from the convolution output it would then have to keep until there.
+    """
+    if keras.backend.backend() == "jax":
+        from jax import lax
+
+        def combine(a, b):
+            (a_max, a_code), (b_max, b_code) = a, b
+            top = lax.max(a_max, b_max)
+            zero = lax.full_like(a_code, 0)
+            return top, lax.bitwise_or(
+                lax.select(a_max == top, a_code, zero), lax.select(b_max == top, b_code, zero)
+            )
+
+        bits = lax.broadcast_in_dim(_POSITION_BITS, windows.shape, range(windows.ndim))
+        lowest = np.array(-np.inf, windows.dtype)
+        return lax.reduce((windows, bits), (lowest, np.uint8(0)), combine, (2, 4))
+    y = ops.max(windows, axis=(2, 4))
+    at_max = windows == _window_axes(y)
+    return y, ops.cast(ops.sum(ops.where(at_max, _POSITION_BITS, np.uint8(0)), axis=(2, 4)), "uint8")
+
+
+# Position (i, j) of a 2×2 window as bit 2i + j, laid out as the window axes of (N, H/2, 2, W/2, 2, C).
+_POSITION_SHIFTS = np.array([[0, 1], [2, 3]], "uint8").reshape(1, 1, 2, 1, 2, 1)
+_POSITION_BITS = np.left_shift(1, _POSITION_SHIFTS).astype("uint8")
+
+
+def _window_axes(x):
+    """(N, H/2, W/2, C) → (N, H/2, 1, W/2, 1, C), to broadcast against a pool's windows."""
+    return ops.expand_dims(ops.expand_dims(x, 2), 4)
 
 
 def make_norm(kind: str, units: int, name: str, dtype) -> keras.layers.Layer | None:
@@ -351,10 +425,7 @@ class Encoder(keras.layers.Layer):
             x = ops.concatenate([ops.cast(obs[k], "float32") for k in self.imgkeys], -1)
             x = ops.cast(x / 255.0 - 0.5, self.compute_dtype)
             for conv, norm in zip(self.convs, self.conv_norms):
-                x = conv(x)
-                # 2×2 max-pool as reshape + max: XLA's gradient of reduce_window is slow on CPU.
-                _, h, w, c = x.shape
-                x = ops.max(ops.reshape(x, (-1, h // 2, 2, w // 2, 2, c)), axis=(2, 4))
+                x = conv(x, pooled=True)
                 if norm is not None:
                     x = norm(x)
                 x = self.act(x)

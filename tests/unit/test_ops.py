@@ -260,3 +260,46 @@ def test_conv_on_the_upsampled_input_equals_the_conv_of_the_upsampled_input(kern
     expected = np.asarray(layer(upsampled))
     assert expected.shape == (2, 12, 10, 4)
     np.testing.assert_allclose(np.asarray(layer(x, upsampled=True)), expected, rtol=1e-5, atol=1e-5)
+
+
+def gradients(fn, *args) -> list[np.ndarray]:
+    """The gradients of the scalar ``fn(*args)`` with respect to each argument, on the active backend."""
+    import keras
+
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return [np.asarray(g) for g in jax.jit(jax.grad(fn, argnums=tuple(range(len(args)))))(*args)]
+    import tensorflow as tf
+
+    args = [tf.constant(a) for a in args]
+    with tf.GradientTape() as tape:
+        tape.watch(args)
+        value = fn(*args)
+    return [np.asarray(g) for g in tape.gradient(value, args)]
+
+
+@pytest.mark.parametrize("values", ["ties", "normal"])
+def test_the_pool_is_the_max_of_the_biased_windows_and_splits_its_gradient_between_tied_maxima(values):
+    from dreamer_tf.nn.nets import max_pool2
+
+    rng = np.random.default_rng(0)
+    # Three levels make windows with two, three and four tied maxima.
+    x = rng.integers(0, 3, (3, 6, 4, 5)) if values == "ties" else rng.normal(size=(3, 6, 4, 5))
+    bias = rng.integers(-2, 3, (5,)) if values == "ties" else rng.normal(size=(5,))
+    x, bias = x.astype(np.float32), bias.astype(np.float32)
+    weight = rng.normal(size=(3, 3, 2, 5)).astype(np.float32)
+    windows = np.reshape(x + bias, (3, 3, 2, 2, 2, 5))
+    top = windows.max((2, 4))
+    at_max = windows == top[:, :, None, :, None]
+    count = at_max.sum((2, 4)).astype(np.float32)
+    if values == "ties":
+        assert {2, 3, 4} <= set(count.ravel().tolist())
+    # The official code's rule (JAX's for max): the upstream gradient divided by the count, at each maximum.
+    share = weight / count
+    expected_x = np.where(at_max, share[:, :, None, :, None], 0.0).reshape(x.shape)
+
+    np.testing.assert_array_equal(to_numpy(max_pool2(x, bias)), top)
+    grad_x, grad_bias = gradients(lambda x, bias: ops.sum(weight * max_pool2(x, bias)), x, bias)
+    np.testing.assert_array_equal(grad_x, expected_x)
+    np.testing.assert_allclose(grad_bias, expected_x.sum((0, 1, 2)), rtol=1e-6, atol=1e-6)
