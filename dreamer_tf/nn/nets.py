@@ -237,21 +237,25 @@ def max_pool2(x, bias):
     """2×2 max-pool of ``x + bias``, (N, H, W, C) + (C,), as reshape + max (XLA's gradient of
     reduce_window is slow on CPU).
 
-    The gradient is the official code's (JAX's rule for ``max``): a window's gradient divided by
-    the number of its positions that hold the maximum, at each of them (TensorFlow's own rule
-    rounds differently, multiplying by the reciprocal). Written out for memory. The backward pass keeps
-    one small integer per window (which of its four positions hold the maximum, as bits), not the
-    float mask of the built-in rule or the convolution output to compare against; and the bias's
-    gradient is summed over windows (share × count, exactly the sum of the window's shares), so
-    the full-size gradient has one use, the kernel's gradient, and XLA writes it once, in the
-    layout that reads it. On the encoder's first layer each of these is the size of the
-    convolution's output and was live at the update's peak.
+    On JAX with its own gradient, for memory, with the values of JAX's rule for ``max`` (the
+    official code's): a window's gradient divided by the number of its positions that hold the
+    maximum, at each of them. The backward pass keeps one small integer per window (which of its
+    four positions hold the maximum, as bits), not the float mask of the built-in rule or the
+    convolution output to compare against; and the bias's gradient is summed over windows (share ×
+    count, exactly the sum of the window's shares), so the full-size gradient has one use, the
+    kernel's gradient, and XLA writes it once, in the layout that reads it. On the encoder's first
+    layer each of these is the size of the convolution's output and was live at the update's peak.
+    TensorFlow keeps its built-in gradient (it multiplies by the reciprocal of the count instead,
+    and the written-out one measured slower there).
     """
+    if keras.backend.backend() != "jax":
+        _, h, w, c = x.shape
+        return ops.max(ops.reshape(x + bias, (-1, h // 2, 2, w // 2, 2, c)), axis=(2, 4))
 
     @ops.custom_gradient
     def pool(x, bias):
         _, h, w, c = x.shape
-        y, code = _max_and_positions(ops.reshape(x, (-1, h // 2, 2, w // 2, 2, c)) + bias)
+        y, code = _max_and_positions(ops.reshape(x + bias, (-1, h // 2, 2, w // 2, 2, c)))
 
         def grad(upstream):
             count = ops.cast(
@@ -268,28 +272,22 @@ def max_pool2(x, bias):
 
 
 def _max_and_positions(windows):
-    """Each window's maximum and which of its positions hold it (bit 2i + j for position (i, j)).
+    """Each window's maximum and which of its positions hold it (bit 2i + j for position (i, j)),
+    in one reduction, so that XLA cannot compute the positions later, in the backward pass, from
+    the convolution output it would then have to keep until there."""
+    from jax import lax
 
-    On JAX one reduction computes both, so that XLA cannot compute the positions later, in the
-    backward pass, from the convolution output it would then have to keep until there.
-    """
-    if keras.backend.backend() == "jax":
-        from jax import lax
+    def combine(a, b):
+        (a_max, a_code), (b_max, b_code) = a, b
+        top = lax.max(a_max, b_max)
+        zero = lax.full_like(a_code, 0)
+        return top, lax.bitwise_or(
+            lax.select(a_max == top, a_code, zero), lax.select(b_max == top, b_code, zero)
+        )
 
-        def combine(a, b):
-            (a_max, a_code), (b_max, b_code) = a, b
-            top = lax.max(a_max, b_max)
-            zero = lax.full_like(a_code, 0)
-            return top, lax.bitwise_or(
-                lax.select(a_max == top, a_code, zero), lax.select(b_max == top, b_code, zero)
-            )
-
-        bits = lax.broadcast_in_dim(_POSITION_BITS, windows.shape, range(windows.ndim))
-        lowest = np.array(-np.inf, windows.dtype)
-        return lax.reduce((windows, bits), (lowest, np.uint8(0)), combine, (2, 4))
-    y = ops.max(windows, axis=(2, 4))
-    at_max = windows == _window_axes(y)
-    return y, ops.cast(ops.sum(ops.where(at_max, _POSITION_BITS, np.uint8(0)), axis=(2, 4)), "uint8")
+    bits = lax.broadcast_in_dim(_POSITION_BITS, windows.shape, range(windows.ndim))
+    lowest = np.array(-np.inf, windows.dtype)
+    return lax.reduce((windows, bits), (lowest, np.uint8(0)), combine, (2, 4))
 
 
 # Position (i, j) of a 2×2 window as bit 2i + j, laid out as the window axes of (N, H/2, 2, W/2, 2, C).

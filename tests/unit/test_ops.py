@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 import pytest
 from keras import ops
@@ -264,8 +265,6 @@ def test_conv_on_the_upsampled_input_equals_the_conv_of_the_upsampled_input(kern
 
 def gradients(fn, *args) -> list[np.ndarray]:
     """The gradients of the scalar ``fn(*args)`` with respect to each argument, on the active backend."""
-    import keras
-
     if keras.backend.backend() == "jax":
         import jax
 
@@ -301,5 +300,8 @@ def test_the_pool_is_the_max_of_the_biased_windows_and_splits_its_gradient_betwe
 
     np.testing.assert_array_equal(to_numpy(max_pool2(x, bias)), top)
     grad_x, grad_bias = gradients(lambda x, bias: ops.sum(weight * max_pool2(x, bias)), x, bias)
-    np.testing.assert_array_equal(grad_x, expected_x)
+    if keras.backend.backend() == "jax":
+        np.testing.assert_array_equal(grad_x, expected_x)
+    else:  # TensorFlow's own rule multiplies by the reciprocal of the count: a rounding apart at ties of 3
+        np.testing.assert_allclose(grad_x, expected_x, rtol=1e-6, atol=0)
     np.testing.assert_allclose(grad_bias, expected_x.sum((0, 1, 2)), rtol=1e-6, atol=1e-6)
