@@ -114,6 +114,29 @@ def compilation_cache_hits() -> list[str] | None:
     return hits
 
 
+def window_max_and_positions(windows, positions, axes: tuple[int, ...]):
+    """JAX: the maximum of ``windows`` over ``axes``, and the bitwise OR of ``positions`` (integer
+    bits, broadcast against ``windows``) at the places that hold it, in one reduction.
+
+    One reduction, so that XLA cannot compute the positions later, in the backward pass, from the
+    input it would then have to keep until there (``nets.max_pool2``).
+    """
+    from jax import lax
+
+    def combine(a, b):
+        (a_max, a_bits), (b_max, b_bits) = a, b
+        top = lax.max(a_max, b_max)
+        zero = lax.full_like(a_bits, 0)
+        return top, lax.bitwise_or(
+            lax.select(a_max == top, a_bits, zero), lax.select(b_max == top, b_bits, zero)
+        )
+
+    positions = np.asarray(positions)
+    bits = lax.broadcast_in_dim(positions, windows.shape, range(windows.ndim))
+    lowest = np.array(-np.inf, windows.dtype)
+    return lax.reduce((windows, bits), (lowest, positions.dtype.type(0)), combine, axes)
+
+
 def release_build_memory() -> None:
     """Free what building an agent leaves behind; a training process calls it once its agent is built.
 

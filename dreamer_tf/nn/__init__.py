@@ -1,4 +1,5 @@
-"""Network blocks and distributions, written with ``keras.ops`` only (no backend imports).
+"""Network blocks and distributions, written with ``keras.ops`` (no backend imports; the one JAX-only
+operation, the encoder pool's reduction, is ``dreamer_tf.backend.window_max_and_positions``).
 
 nets.py            linear, block-linear, norms, MLP, the image/vector encoder and decoder, heads
 distributions.py   output distributions; sampling reads pre-drawn noise

@@ -16,6 +16,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from dreamer_tf import backend
 from dreamer_tf.nn import distributions as dists
 from dreamer_tf.nn import ops as dops
 from dreamer_tf.spaces import Space
@@ -255,7 +256,8 @@ def max_pool2(x, bias):
     @ops.custom_gradient
     def pool(x, bias):
         _, h, w, c = x.shape
-        y, code = _max_and_positions(ops.reshape(x + bias, (-1, h // 2, 2, w // 2, 2, c)))
+        windows = ops.reshape(x + bias, (-1, h // 2, 2, w // 2, 2, c))
+        y, code = backend.window_max_and_positions(windows, _POSITION_BITS, (2, 4))
 
         def grad(upstream):
             count = ops.cast(
@@ -269,25 +271,6 @@ def max_pool2(x, bias):
         return y, grad
 
     return pool(x, bias)
-
-
-def _max_and_positions(windows):
-    """Each window's maximum and which of its positions hold it (bit 2i + j for position (i, j)),
-    in one reduction, so that XLA cannot compute the positions later, in the backward pass, from
-    the convolution output it would then have to keep until there."""
-    from jax import lax
-
-    def combine(a, b):
-        (a_max, a_code), (b_max, b_code) = a, b
-        top = lax.max(a_max, b_max)
-        zero = lax.full_like(a_code, 0)
-        return top, lax.bitwise_or(
-            lax.select(a_max == top, a_code, zero), lax.select(b_max == top, b_code, zero)
-        )
-
-    bits = lax.broadcast_in_dim(_POSITION_BITS, windows.shape, range(windows.ndim))
-    lowest = np.array(-np.inf, windows.dtype)
-    return lax.reduce((windows, bits), (lowest, np.uint8(0)), combine, (2, 4))
 
 
 # Position (i, j) of a 2×2 window as bit 2i + j, laid out as the window axes of (N, H/2, 2, W/2, 2, C).
