@@ -172,7 +172,7 @@ class Conv2D(keras.layers.Layer):
         """A "same" convolution of ``x``; with ``upsampled``, of ``x`` upsampled 2× (:meth:`_upsampled`);
         with ``pooled``, followed by a 2×2 max-pool (:func:`max_pool2`).
 
-        Pooled, the bias goes into the pool, which computes its gradient from the pooled output.
+        Pooled, the bias is added inside the pool (on JAX its gradient comes from the pooled output).
         """
         if upsampled:
             return self._upsampled(x)
