@@ -249,15 +249,17 @@ def max_pool2(x, bias):
     TensorFlow keeps its built-in gradient (it multiplies by the reciprocal of the count instead,
     and the written-out one measured slower there).
     """
+    _, h, w, c = x.shape
+
+    def windows(x, bias):
+        return ops.reshape(x + bias, (-1, h // 2, 2, w // 2, 2, c))
+
     if keras.backend.backend() != "jax":
-        _, h, w, c = x.shape
-        return ops.max(ops.reshape(x + bias, (-1, h // 2, 2, w // 2, 2, c)), axis=(2, 4))
+        return ops.max(windows(x, bias), axis=(2, 4))
 
     @ops.custom_gradient
     def pool(x, bias):
-        _, h, w, c = x.shape
-        windows = ops.reshape(x + bias, (-1, h // 2, 2, w // 2, 2, c))
-        y, code = backend.window_max_and_positions(windows, _POSITION_BITS, (2, 4))
+        y, code = backend.window_max_and_positions(windows(x, bias), _POSITION_BITS, (2, 4))
 
         def grad(upstream):
             count = ops.cast(

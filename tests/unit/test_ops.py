@@ -8,6 +8,7 @@ import pytest
 from keras import ops
 
 from dreamer_tf.nn import ops as dops
+from tests.helpers.autodiff import gradient
 
 
 def to_numpy(x) -> np.ndarray:
@@ -263,21 +264,6 @@ def test_conv_on_the_upsampled_input_equals_the_conv_of_the_upsampled_input(kern
     np.testing.assert_allclose(np.asarray(layer(x, upsampled=True)), expected, rtol=1e-5, atol=1e-5)
 
 
-def gradients(fn, *args) -> list[np.ndarray]:
-    """The gradients of the scalar ``fn(*args)`` with respect to each argument, on the active backend."""
-    if keras.backend.backend() == "jax":
-        import jax
-
-        return [np.asarray(g) for g in jax.jit(jax.grad(fn, argnums=tuple(range(len(args)))))(*args)]
-    import tensorflow as tf
-
-    args = [tf.constant(a) for a in args]
-    with tf.GradientTape() as tape:
-        tape.watch(args)
-        value = fn(*args)
-    return [np.asarray(g) for g in tape.gradient(value, args)]
-
-
 @pytest.mark.parametrize("values", ["ties", "normal"])
 def test_the_pool_is_the_max_of_the_biased_windows_and_splits_its_gradient_between_tied_maxima(values):
     from dreamer_tf.nn.nets import max_pool2
@@ -299,7 +285,8 @@ def test_the_pool_is_the_max_of_the_biased_windows_and_splits_its_gradient_betwe
     expected_x = np.where(at_max, share[:, :, None, :, None], 0.0).reshape(x.shape)
 
     np.testing.assert_array_equal(to_numpy(max_pool2(x, bias)), top)
-    grad_x, grad_bias = gradients(lambda x, bias: ops.sum(weight * max_pool2(x, bias)), x, bias)
+    grad_x = gradient(lambda x: ops.sum(weight * max_pool2(x, bias)), x)
+    grad_bias = gradient(lambda bias: ops.sum(weight * max_pool2(x, bias)), bias)
     if keras.backend.backend() == "jax":
         np.testing.assert_array_equal(grad_x, expected_x)
     else:  # TensorFlow's own rule multiplies by the reciprocal of the count: a rounding apart at ties of 3
