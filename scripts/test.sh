@@ -64,7 +64,7 @@ for backend in $BACKENDS; do
   if (($# == 0)); then
     # One thread per process (inherited by the training subprocesses the tests start).
     export TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREADS=1 OMP_NUM_THREADS=1
-    export XLA_FLAGS="${XLA_FLAGS:-} --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+    export XLA_FLAGS="${XLA_FLAGS:-} --xla_cpu_multi_thread_eigen=false"
     marks=()
     [[ $backend != "$primary" ]] && marks+=("not backend_independent")
     for other in $BACKENDS; do

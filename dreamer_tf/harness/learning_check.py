@@ -120,9 +120,7 @@ def thread_env(threads: int) -> dict[str, str]:
     n = str(threads)
     env.update(TF_NUM_INTRAOP_THREADS=n, TF_NUM_INTEROP_THREADS=n, OMP_NUM_THREADS=n, MKL_NUM_THREADS=n)
     if threads == 1:
-        env["XLA_FLAGS"] = (
-            env.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
-        ).strip()
+        env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false").strip()
     # On JAX every chunk compiles the train and policy steps again (minutes for size1m on a CPU);
     # JAX's persistent compilation cache lets the later chunks load them instead.
     env.setdefault("JAX_COMPILATION_CACHE_DIR", str(Path("~/.cache/dreamer_tf/jax").expanduser()))

@@ -124,8 +124,8 @@ def main(argv=None) -> dict:
     if args.profile is not None and os.environ.get("KERAS_BACKEND", "tensorflow") == "jax":
         from dreamer_tf.harness import profile
 
-        # Read when JAX starts, so before anything imports it; first, because XLA ignores what
-        # follows a word without "--" (as in the common "... intra_op_parallelism_threads=1").
+        # Read when JAX starts, so before anything imports it; first, because XLA stops reading
+        # at a word without "--", so a stray word in the caller's flags cannot hide these.
         os.environ["XLA_FLAGS"] = (
             f"{profile.xla_flags(args.profile)} {os.environ.get('XLA_FLAGS', '')}".strip()
         )

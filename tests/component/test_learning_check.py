@@ -215,3 +215,17 @@ def test_carry_moves_the_check_to_a_new_run_folder(tmp_path):
     # process (the pack holds the environment's state) and ended at 202, as without the move.
     assert [record["step"] for record in train] == [101, 202]
     assert json.loads((run / "status.json").read_text())["step"] == 300
+
+
+def test_one_thread_keeps_the_xla_flags_already_set_and_those_added_after_it(monkeypatch):
+    # XLA reads its flags up to the first word without "--": one in ours would hide every flag a
+    # caller adds after it, as the device count below.
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_enable_fast_math=false")
+    env = learning_check.thread_env(1)
+    assert env["XLA_FLAGS"].split()[0] == "--xla_cpu_enable_fast_math=false"
+    env["XLA_FLAGS"] += " --xla_force_host_platform_device_count=2"
+    env["JAX_PLATFORMS"] = "cpu"
+    code = "import jax; print(jax.device_count())"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split()[-1] == "2"
