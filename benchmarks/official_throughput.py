@@ -14,6 +14,8 @@ peak RSS and the parameter count.
 from __future__ import annotations
 
 import argparse
+import functools
+import inspect
 import json
 import os
 import resource
@@ -46,6 +48,37 @@ WORKLOADS = {
 }
 
 
+# jax.jit's options in the order JAX 0.4 took them by position, as the official code passes them.
+JIT_OPTIONS = (
+    "in_shardings",
+    "out_shardings",
+    "static_argnums",
+    "static_argnames",
+    "donate_argnums",
+    "donate_argnames",
+)
+
+
+def jit_by_position(jax) -> bool:
+    """Let the official code run on a JAX whose ``jax.jit`` takes its options by keyword only (0.5
+    and later; the official pins 0.4.33): ``jax.jit`` then maps positional options to their names.
+    Returns whether it had to. The same program is traced either way."""
+    params = inspect.signature(jax.jit).parameters.values()
+    if not any(p.kind is p.KEYWORD_ONLY for p in params):
+        return False
+    jit = jax.jit
+
+    @functools.wraps(jit)
+    def positional(fun, *options, **kwargs):
+        if len(options) > len(JIT_OPTIONS):
+            raise TypeError(f"jax.jit takes at most {len(JIT_OPTIONS)} positional options")
+        kwargs.update(zip(JIT_OPTIONS, options))
+        return jit(fun, **kwargs)
+
+    jax.jit = positional
+    return True
+
+
 def process_age_s() -> float:
     """Seconds since this process started (Linux: /proc)."""
     ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
@@ -68,10 +101,12 @@ def main() -> int:
     if not (Path(args.official) / "dreamerv3" / "agent.py").exists():
         raise SystemExit(f"--official {args.official}: not a checkout of danijar/dreamerv3")
 
+    import jax
+
+    shimmed = jit_by_position(jax)  # before the official modules take jax.jit
     import dreamerv3.agent as official
     import elements
     import embodied.jax.internal as internal
-    import jax
     import ruamel.yaml as yaml
 
     configs = yaml.YAML(typ="safe").load((Path(args.official) / "dreamerv3" / "configs.yaml").read_text())
@@ -156,6 +191,7 @@ def main() -> int:
         "precision": args.precision,
         "device": str(jax.devices()[0]),
         "jax": jax.__version__,
+        "jit_by_position": shimmed,
     }
     print(json.dumps(result), flush=True)
     return 0

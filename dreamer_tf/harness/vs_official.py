@@ -7,7 +7,9 @@
 Each measurement is one process that builds an agent, compiles its train step on a random batch of
 the workload's spaces and times the updates after it: ours with ``benchmarks/throughput.py`` on each
 Keras backend, the official one with ``benchmarks/official_throughput.py`` in its own virtual
-environment (JAX 0.4.33). A workload is a set of spaces with a size preset of both codebases:
+environment (its pinned JAX 0.4.33; or any later JAX, on which that script passes ``jax.jit`` the
+official code's positional options by name: a GPU machine's JAX, or ours for the same compiler on
+both sides; the table names the JAX each official process ran). A workload is a set of spaces with a size preset of both codebases:
 ``dmc_proprio`` (``dmc_cartpole_balance``'s position, velocity and one continuous action) and
 ``dummy`` (the official dummy task's 64×64×3 image, vectors and five discrete actions), batch 16 × 64.
 
@@ -182,6 +184,8 @@ def summarise(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
             row[key] = statistics.median(values) if values else None
             row[f"{key}_all"] = values
         row["peak_rss_mb"] = max(r["peak_rss_mb"] for r in good)
+        if good[0].get("jax"):
+            row["jax"] = good[0]["jax"]
         rows.append(row)
     for row in rows:
         official = next(
@@ -204,7 +208,11 @@ def markdown(rows: list[dict[str, Any]], cpu_rate: bool) -> str:
         "| workload | code | updates/s | updates per CPU-second | start-up to the first update | peak RSS | ours / official (per s, per CPU-s) |",
         "|---|---|---|---|---|---|---|",
     ]
-    names = {"tensorflow": "ours, TensorFlow", "jax": "ours, JAX", "official": "official (JAX 0.4.33)"}
+    names = {"tensorflow": "ours, TensorFlow", "jax": "ours, JAX", "official": "official"}
+
+    def name(row: dict[str, Any]) -> str:
+        version = row.get("jax") if row["side"] == "official" else None
+        return names[row["side"]] + (f" (JAX {version})" if version else "")
 
     def fmt(values: list[float] | None, digits: int = 3) -> str:
         if not values:
@@ -216,7 +224,7 @@ def markdown(rows: list[dict[str, Any]], cpu_rate: bool) -> str:
     for row in rows:
         label = f"`{row['workload']}`, `{row['preset']}`"
         if "error" in row:
-            lines.append(f"| {label} | {names[row['side']]} | failed: {row['error'][:120]} | | | | |")
+            lines.append(f"| {label} | {name(row)} | failed: {row['error'][:120]} | | | | |")
             continue
         ratio = "–"
         if "updates_per_s_ratio" in row:
@@ -227,7 +235,7 @@ def markdown(rows: list[dict[str, Any]], cpu_rate: bool) -> str:
             ratio = "1"
         startup = fmt(row.get("startup_s_all"), 3)
         lines.append(
-            f"| {label} | {names[row['side']]} | {fmt(row['updates_per_s_all'])} | "
+            f"| {label} | {name(row)} | {fmt(row['updates_per_s_all'])} | "
             f"{fmt(row['updates_per_cpu_s_all']) if cpu_rate else '–'} | {startup} s | "
             f"{row['peak_rss_mb'] / 1024:.2f} GB | {ratio} |"
         )

@@ -6,6 +6,7 @@ a stand-in Python that prints a fixed measurement, while our side really runs ``
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import stat
 from pathlib import Path
@@ -99,7 +100,13 @@ def test_a_measurement_of_ours_and_a_stand_in_official(tmp_path, capsys):
     (checkout / "dreamerv3" / "agent.py").write_text("")
     python = tmp_path / "venv" / "bin" / "python"
     python.parent.mkdir(parents=True)
-    line = {"updates_per_s": 2.0, "updates_per_cpu_s": 1.0, "startup_s": 9.0, "peak_rss_mb": 512.0}
+    line = {
+        "updates_per_s": 2.0,
+        "updates_per_cpu_s": 1.0,
+        "startup_s": 9.0,
+        "peak_rss_mb": 512.0,
+        "jax": "0.4.33",
+    }
     python.write_text(f"#!/bin/sh\necho '{json.dumps(line)}'\n")
     python.chmod(python.stat().st_mode | stat.S_IEXEC)
     out = tmp_path / "out.json"
@@ -146,3 +153,39 @@ def test_a_warm_run_fills_one_cache_per_jax_side_first_and_removes_it_after(tmp_
     assert "Compilation cache warm" in out
     # Ours' one measured process is told it missed; the official side does not report hits.
     assert err.count("the cache did not serve it") == 1
+
+
+def load_official_side():
+    spec = importlib.util.spec_from_file_location("official_throughput", vs_official.OFFICIAL_SIDE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_official_side_passes_positional_jit_options_by_name_on_a_later_jax(monkeypatch):
+    # The official code calls jax.jit(fn, in_shardings, out_shardings, static_argnums, None, donate)
+    # as JAX 0.4 allowed; this JAX takes those by keyword only.
+    import jax
+    import numpy as np
+
+    side = load_official_side()
+    with pytest.raises(TypeError):
+        jax.jit(lambda x: x, None)
+    monkeypatch.setattr(jax, "jit", jax.jit)  # restored after the test
+    assert side.jit_by_position(jax)
+
+    def repeat(x, times):
+        for _ in range(times):  # a Python loop: needs ``times`` static
+            x = x * 2.0
+        return x
+
+    step = jax.jit(repeat, None, None, (1,), None, (0,))
+    assert float(step(np.float32(1.5), 3)) == 12.0
+    (args, _) = step.lower(np.float32(1.5), 3).args_info
+    assert args[0].donated
+
+    def old_jit(fun, in_shardings=None, out_shardings=None, static_argnums=None):
+        return fun
+
+    monkeypatch.setattr(jax, "jit", old_jit)
+    assert not side.jit_by_position(jax) and jax.jit is old_jit  # a JAX that takes them: left alone
