@@ -1,7 +1,8 @@
 """Numerical parity with the official DreamerV3 (danijar/dreamerv3): same weights, inputs and draws, same numbers.
 
     # once: the official code and its own virtual environment (JAX 0.4.33 on the CPU)
-    python benchmarks/parity.py setup --official ~/dreamerv3 --venv ~/dreamerv3-venv
+    git clone https://github.com/danijar/dreamerv3 ~/dreamerv3 && git -C ~/dreamerv3 checkout e3f0224
+    python benchmarks/parity.py setup --venv ~/dreamerv3-venv
     # run the official side of each case and compare ours with it on this backend (or all of them)
     python benchmarks/parity.py run --official ~/dreamerv3 --venv ~/dreamerv3-venv --backends tensorflow jax
     # compare ours with saved official outputs (the golden fixtures of tests/parity), no official code needed
@@ -46,6 +47,15 @@ OFFICIAL_REQUIREMENTS = [
     "numpy<2", "optax", "portal>=3.5.0", "scope>=0.4.4", "tqdm", "ruamel.yaml",
 ]  # fmt: skip
 OFFICIAL_COMMIT = "e3f0224"
+
+
+def official_requirements(jax: str | None = None) -> list[str]:
+    """The official code's environment: its pinned JAX, or ``jax`` (a later version, on which
+    ``benchmarks/official_throughput.py`` runs it for a comparison on one compiler) with any numpy."""
+    if jax is None:
+        return list(OFFICIAL_REQUIREMENTS)
+    swap = {"jax[cpu]==0.4.33": f"jax=={jax}", "numpy<2": "numpy"}
+    return [swap.get(requirement, requirement) for requirement in OFFICIAL_REQUIREMENTS]
 
 
 # ---------------------------------------------------------------------------------------------- config
@@ -597,6 +607,13 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     setup = commands.add_parser("setup", help="clone-free setup: a virtual environment for the official code")
     setup.add_argument("--venv", required=True)
+    setup.add_argument(
+        "--jax",
+        default=None,
+        metavar="VERSION",
+        help="install this JAX instead of the official pin 0.4.33 (for vs_official.py only: the parity "
+        "fixtures come from 0.4.33)",
+    )
     run = commands.add_parser("run", help="run the official side, then compare ours on each backend")
     run.add_argument(
         "--official", required=True, help=f"checkout of danijar/dreamerv3 (tested at {OFFICIAL_COMMIT})"
@@ -615,7 +632,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "setup":
         subprocess.run([sys.executable, "-m", "venv", args.venv], check=True)
         pip = [str(Path(args.venv) / "bin" / "python"), "-m", "pip", "install", "--quiet"]
-        subprocess.run(pip + OFFICIAL_REQUIREMENTS, check=True)
+        subprocess.run(pip + official_requirements(args.jax), check=True)
         print(f"[parity] official environment ready: {args.venv}")
         return 0
 

@@ -3,6 +3,9 @@
     python benchmarks/parity.py setup --venv ~/dreamerv3-venv        # the official environment, once
     git clone https://github.com/danijar/dreamerv3 ~/dreamerv3 && git -C ~/dreamerv3 checkout e3f0224
     python benchmarks/vs_official.py --official ~/dreamerv3 --venv ~/dreamerv3-venv
+    # the official code on our JAX instead of its pinned one: one compiler on both sides
+    python benchmarks/parity.py setup --venv ~/dreamerv3-venv-jax0.10 --jax 0.10.2
+    python benchmarks/vs_official.py --official ~/dreamerv3 --venv ~/dreamerv3-venv-jax0.10 --sides jax official
 
 Each measurement is one process that builds an agent, compiles its train step on a random batch of
 the workload's spaces and times the updates after it: ours with ``benchmarks/throughput.py`` on each

@@ -189,3 +189,16 @@ def test_the_official_side_passes_positional_jit_options_by_name_on_a_later_jax(
 
     monkeypatch.setattr(jax, "jit", old_jit)
     assert not side.jit_by_position(jax) and jax.jit is old_jit  # a JAX that takes them: left alone
+
+
+def test_the_official_environment_has_its_pinned_jax_or_the_one_named():
+    from dreamer_tf.harness import parity
+
+    pinned = parity.official_requirements()
+    assert "jax[cpu]==0.4.33" in pinned and "numpy<2" in pinned
+    later = parity.official_requirements("0.10.2")
+    assert "jax==0.10.2" in later and "numpy" in later
+    assert not {"jax[cpu]==0.4.33", "numpy<2"} & set(later)
+    assert sorted(set(pinned) - {"jax[cpu]==0.4.33", "numpy<2"}) == sorted(
+        set(later) - {"jax==0.10.2", "numpy"}
+    )
