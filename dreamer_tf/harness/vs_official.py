@@ -11,9 +11,9 @@ Each measurement is one process that builds an agent, compiles its train step on
 the workload's spaces and times the updates after it: ours with ``benchmarks/throughput.py`` on each
 Keras backend, the official one with ``benchmarks/official_throughput.py`` in its own virtual
 environment (its pinned JAX 0.4.33; or any later JAX, on which that script passes ``jax.jit`` the
-official code's positional options by name: a GPU machine's JAX, or ours for the same compiler on
-both sides; the table names the JAX each official process ran). A workload is a set of spaces with a size preset of both codebases:
-``dmc_proprio`` (``dmc_cartpole_balance``'s position, velocity and one continuous action) and
+official code's positional options by name: a GPU machine's JAX, or ours for one compiler on both
+sides; the table names the JAX each official process ran). A workload is a set of spaces with a size
+preset of both codebases: ``dmc_proprio`` (``dmc_cartpole_balance``'s position, velocity and one continuous action) and
 ``dummy`` (the official dummy task's 64×64×3 image, vectors and five discrete actions), batch 16 × 64.
 
 By default every process runs on one pinned core with one thread (``taskset``, ``OMP_NUM_THREADS``,
