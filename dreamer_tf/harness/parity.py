@@ -27,6 +27,7 @@ import argparse
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -54,8 +55,15 @@ def official_requirements(jax: str | None = None) -> list[str]:
     ``benchmarks/official_throughput.py`` runs it for a comparison on one compiler) with any numpy."""
     if jax is None:
         return list(OFFICIAL_REQUIREMENTS)
-    swap = {"jax[cpu]==0.4.33": f"jax=={jax}", "numpy<2": "numpy"}
-    return [swap.get(requirement, requirement) for requirement in OFFICIAL_REQUIREMENTS]
+    swap = {"jax": f"jax=={jax}", "numpy": "numpy"}
+    return [swap.get(re.split(r"[\[<>=]", r, maxsplit=1)[0], r) for r in OFFICIAL_REQUIREMENTS]
+
+
+def jax_version(text: str) -> str:
+    """``--jax``: a release number such as 0.10.2."""
+    if not re.fullmatch(r"\d+(\.\d+)+", text):
+        raise argparse.ArgumentTypeError(f"expected a JAX release such as 0.10.2, got {text!r}")
+    return text
 
 
 # ---------------------------------------------------------------------------------------------- config
@@ -609,6 +617,7 @@ def main(argv: list[str] | None = None) -> int:
     setup.add_argument("--venv", required=True)
     setup.add_argument(
         "--jax",
+        type=jax_version,
         default=None,
         metavar="VERSION",
         help="install this JAX instead of the official pin 0.4.33 (for vs_official.py only: the parity "
@@ -630,9 +639,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.command == "setup":
-        subprocess.run([sys.executable, "-m", "venv", args.venv], check=True)
+        if subprocess.run([sys.executable, "-m", "venv", args.venv]).returncode:
+            print(f"error: could not make a virtual environment in {args.venv} (see above)", file=sys.stderr)
+            return 2
         pip = [str(Path(args.venv) / "bin" / "python"), "-m", "pip", "install", "--quiet"]
-        subprocess.run(pip + official_requirements(args.jax), check=True)
+        requirements = official_requirements(args.jax)
+        if subprocess.run(pip + requirements).returncode:
+            print(f"error: pip could not install {' '.join(requirements)} into {args.venv} (see above)",
+                  file=sys.stderr)  # fmt: skip
+            return 2
         print(f"[parity] official environment ready: {args.venv}")
         return 0
 

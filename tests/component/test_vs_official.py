@@ -202,3 +202,24 @@ def test_the_official_environment_has_its_pinned_jax_or_the_one_named():
     assert sorted(set(pinned) - {"jax[cpu]==0.4.33", "numpy<2"}) == sorted(
         set(later) - {"jax==0.10.2", "numpy"}
     )
+
+
+def test_an_official_environment_that_cannot_be_installed_is_one_line_and_exit_2(
+    tmp_path, monkeypatch, capsys
+):
+    from dreamer_tf.harness import parity
+
+    with pytest.raises(SystemExit) as exit_:
+        parity.main(["setup", "--venv", str(tmp_path / "venv"), "--jax", "latest"])
+    assert exit_.value.code == 2 and "expected a JAX release such as 0.10.2" in capsys.readouterr().err
+    calls = []
+
+    def run(command, **kwargs):  # the venv is made; pip fails, as for a release that does not exist
+        calls.append(command)
+        return parity.subprocess.CompletedProcess(command, 0 if command[1:3] == ["-m", "venv"] else 1)
+
+    monkeypatch.setattr(parity.subprocess, "run", run)
+    assert parity.main(["setup", "--venv", str(tmp_path / "venv"), "--jax", "9.9.9"]) == 2
+    assert "jax==9.9.9" in calls[-1]
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: pip could not install") and "jax==9.9.9" in err[0]
